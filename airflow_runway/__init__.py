@@ -1,0 +1,1 @@
+"""Apache Airflow provider for Runway video generation through the Eachlabs API."""
