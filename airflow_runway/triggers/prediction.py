@@ -1,0 +1,119 @@
+"""The deferrable trigger that waits for an Eachlabs prediction in the triggerer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_runway.exceptions import EachlabsError, EachlabsPermanentError
+from airflow_runway.hooks.eachlabs import EachlabsHook
+from airflow_runway.polling import PollSchedule, PredictionWatch
+
+
+class EachlabsPredictionTrigger(BaseTrigger):
+    """Poll one prediction until it succeeds, fails, is cancelled or passes its deadline.
+
+    It only ever reads (and, on timeout or kill, cancels) an existing prediction: it never creates one, so a
+    triggerer restart or two HA triggerers running it at once cannot cost a second video. All triggers of one
+    connection in a triggerer process share one HTTP connection pool and one request budget (see
+    :class:`~airflow_runway.hooks.eachlabs.EachlabsHook`). It yields exactly one event, then returns; transient
+    faults never escape ``run()``: it keeps polling until the deadline.
+
+    :param prediction_id: the prediction to wait for.
+    :param eachlabs_conn_id: the Eachlabs connection (only its id is serialized, never the key).
+    :param poll_interval: the shortest gap between two status requests, in seconds.
+    :param max_poll_interval: the cap the gap backs off toward, in seconds.
+    :param deadline: absolute wall-clock deadline (Unix seconds), or ``None`` for none. Enforced here, not by
+        Airflow's defer timeout, because on that timeout the operator is never resumed to cancel the prediction.
+    :param started_at: when the wait began (Unix seconds), for the elapsed time in logs and events.
+    :param cancel_on_timeout: cancel the prediction when the deadline passes.
+    :param cancel_on_kill: cancel the prediction when a user marks the task failed or clears it.
+    """
+
+    def __init__(
+        self,
+        *,
+        prediction_id: str,
+        eachlabs_conn_id: str = EachlabsHook.default_conn_name,
+        poll_interval: float = 10.0,
+        max_poll_interval: float = 60.0,
+        deadline: float | None = None,
+        started_at: float | None = None,
+        cancel_on_timeout: bool = True,
+        cancel_on_kill: bool = True,
+    ) -> None:
+        super().__init__()
+        self.prediction_id = prediction_id
+        self.eachlabs_conn_id = eachlabs_conn_id
+        self.poll_interval = poll_interval
+        self.max_poll_interval = max_poll_interval
+        self.deadline = deadline
+        self.started_at = started_at if started_at is not None else time.time()
+        self.cancel_on_timeout = cancel_on_timeout
+        self.cancel_on_kill = cancel_on_kill
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "prediction_id": self.prediction_id,
+                "eachlabs_conn_id": self.eachlabs_conn_id,
+                "poll_interval": self.poll_interval,
+                "max_poll_interval": self.max_poll_interval,
+                "deadline": self.deadline,
+                "started_at": self.started_at,
+                "cancel_on_timeout": self.cancel_on_timeout,
+                "cancel_on_kill": self.cancel_on_kill,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        hook = EachlabsHook(eachlabs_conn_id=self.eachlabs_conn_id)
+        watch = PredictionWatch(
+            self.prediction_id,
+            PollSchedule(self.poll_interval, self.max_poll_interval),
+            self.deadline,
+            self.started_at,
+            self.log,
+        )
+        try:
+            while not watch.expired:
+                retry_after: float | None = None
+                try:
+                    event = watch.observe(await hook.aget_prediction_state(self.prediction_id))
+                except EachlabsPermanentError as error:
+                    event = watch.error_event(error)
+                except EachlabsError as error:
+                    watch.transient_error(error)
+                    retry_after, event = error.retry_after, None
+                if event is not None:
+                    yield TriggerEvent(event)
+                    return
+                await asyncio.sleep(watch.next_delay(retry_after))
+            cancelled = self.cancel_on_timeout and await self._cancel(hook, "the deadline passed")
+            yield TriggerEvent(watch.timeout_event(cancelled))
+        finally:
+            await hook.aclose()
+
+    async def _cancel(self, hook: EachlabsHook, reason: str) -> bool:
+        try:
+            await hook.acancel_prediction(self.prediction_id)
+        except EachlabsError as error:
+            self.log.warning("Could not cancel prediction %s (%s): %s", self.prediction_id, reason, error)
+            return False
+        self.log.info("Cancelled prediction %s: %s", self.prediction_id, reason)
+        return True
+
+    async def on_kill(self) -> None:
+        """Cancel the prediction when a user marks the deferred task failed or clears it (Airflow >= 3.3)."""
+        if not self.cancel_on_kill:
+            return
+        hook = EachlabsHook(eachlabs_conn_id=self.eachlabs_conn_id)
+        try:
+            await self._cancel(hook, "the task was stopped by a user")
+        finally:
+            await hook.aclose()

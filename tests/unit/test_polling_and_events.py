@@ -1,0 +1,80 @@
+"""The poll schedule, and how events become results or errors."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from airflow_runway.events import event_for_prediction, result_from_event, timeout_event
+from airflow_runway.exceptions import EachlabsPredictionFailedError
+from airflow_runway.models import parse_prediction
+from airflow_runway.polling import PollSchedule, PredictionWatch
+
+
+def test_schedule_backs_off_to_the_cap_and_honours_retry_after():
+    schedule = PollSchedule(10, 30)
+    assert [schedule.next_delay() for _ in range(5)] == [10, 15, 22.5, 30, 30]
+    assert schedule.next_delay(retry_after=45) == 45
+    assert PollSchedule(5, 60).next_delay(retry_after=1) == 5  # never sooner than the schedule either
+
+
+@pytest.mark.parametrize("interval", [0, -1])
+def test_schedule_rejects_non_positive_interval(interval):
+    with pytest.raises(ValueError, match="positive"):
+        PollSchedule(interval)
+
+
+def test_watch_logs_each_status_change_once(caplog):
+    log = logging.getLogger("test.watch")
+    watch = PredictionWatch("p1", PollSchedule(1, 1), deadline=None, started_at=0.0, log=log)
+    with caplog.at_level(logging.INFO, logger="test.watch"):
+        for status in ("created", "processing", "processing", "processing"):
+            assert watch.observe(parse_prediction({"id": "p1", "status": status})) is None
+        event = watch.observe(parse_prediction({"id": "p1", "status": "success", "output": "https://x/v.mp4"}))
+    assert [r.getMessage().split(" after ")[0] for r in caplog.records] == [
+        "Prediction p1 is created",
+        "Prediction p1 is processing",
+        "Prediction p1 is success",
+    ]
+    assert event is not None and event["status"] == "success"
+
+
+def test_watch_never_sleeps_past_the_deadline():
+    import time
+
+    watch = PredictionWatch("p1", PollSchedule(60), deadline=time.time() + 2, started_at=time.time(), log=None)
+    assert 0 < watch.next_delay() <= 2
+    assert not watch.expired
+
+
+def test_success_event_becomes_the_result():
+    prediction = parse_prediction({"id": "p1", "status": "success", "output": {"video": "https://x/v.mp4"}})
+    result = result_from_event(event_for_prediction(prediction, 12.0))
+    assert result == {
+        "prediction_id": "p1",
+        "status": "succeeded",
+        "video_url": "https://x/v.mp4",
+        "outputs": ["https://x/v.mp4"],
+        "metrics": {},
+    }
+
+
+def test_failed_event_fails_without_retries_and_keeps_the_api_message():
+    prediction = parse_prediction(
+        {"id": "p1", "status": "failed", "output": {"error_code": "SAFETY.INPUT", "error_message": "unsafe"}}
+    )
+    with pytest.raises(EachlabsPredictionFailedError, match=r"\[SAFETY.INPUT\] unsafe") as info:
+        result_from_event(event_for_prediction(prediction, 3.0))
+    assert isinstance(info.value, AirflowFailException)
+    assert info.value.error_code == "SAFETY.INPUT"
+
+
+def test_cancelled_event_fails_and_timeout_is_retryable():
+    cancelled = parse_prediction({"id": "p1", "status": "canceled"})
+    with pytest.raises(AirflowFailException, match="cancelled"):
+        result_from_event(event_for_prediction(cancelled, 3.0))
+    with pytest.raises(AirflowException, match=r"p9 did not finish within the timeout \(61s elapsed\)") as info:
+        result_from_event(timeout_event("p9", 61.2, cancelled=True))
+    assert not isinstance(info.value, AirflowFailException)
