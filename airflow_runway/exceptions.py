@@ -27,7 +27,7 @@ class EachlabsError(AirflowException):
     def __init__(self, message: str, *, status_code: int | None = None, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.message = message
-        self.status_code = status_code  # type: ignore[assignment]  # TODO rename: clashes with AirflowException.status_code
+        self.http_status = status_code
         self.retry_after = retry_after
 
 

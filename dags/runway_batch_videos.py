@@ -4,7 +4,7 @@
 Generate one video per prompt with dynamic task mapping, store each, and summarise the batch.
 
 ```
-prompts -> generate[×N] (deferrable, pool "eachlabs") -> store[×N] -> summary
+prompts -> generate[xN] (deferrable, pool "eachlabs") -> store[xN] -> summary
 ```
 
 The Eachlabs API runs at most 10 predictions at once per account and answers 429 beyond that. The

@@ -13,7 +13,7 @@ import requests
 from airflow.sdk import BaseHook
 
 from airflow_runway.exceptions import EachlabsNotFoundError, EachlabsTransientError
-from airflow_runway.get_provider_info import UI_FIELD_BEHAVIOUR
+from airflow_runway.get_provider_info import CONN_FIELDS, UI_FIELD_BEHAVIOUR
 from airflow_runway.hooks.errors import (
     connection_error_from_aiohttp,
     connection_error_from_requests,
@@ -102,8 +102,32 @@ class EachlabsHook(BaseHook):
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """How the connection form shows the standard fields (host = base URL, password = API key)."""
+        """How the connection form shows the standard fields (host = base URL, password = API key).
+
+        Airflow >= 3.2 reads the same from the provider info's ``ui-field-behaviour``; this serves Airflow 3.1.
+        """
         return dict(UI_FIELD_BEHAVIOUR)
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """The extra fields of the connection form, built from the provider info's ``conn-fields``.
+
+        Airflow >= 3.2 reads ``conn-fields`` directly and never calls this; Airflow 3.1 does, with wtforms.
+        """
+        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
+        from flask_babel import lazy_gettext
+        from wtforms import IntegerField, StringField
+
+        widgets: dict[str, Any] = {}
+        for name, spec in CONN_FIELDS.items():
+            field_class = IntegerField if "integer" in spec["schema"]["type"] else StringField
+            widgets[name] = field_class(
+                lazy_gettext(spec["label"]),
+                description=spec.get("description", ""),
+                default=spec["schema"].get("default"),
+                widget=BS3TextFieldWidget(),
+            )
+        return widgets
 
     # ---- connection ---------------------------------------------------------------------------------------
 

@@ -43,17 +43,6 @@ _AIOHTTP_CONNECT_TIMEOUT: tuple[type[BaseException], ...] = tuple(
 )
 
 
-def http_status(error: BaseException) -> int | None:
-    """The HTTP status an Eachlabs error came with, or ``None`` (network faults, non-HTTP errors).
-
-    Reads ``http_status`` when the error has it and ``status_code`` otherwise: ``status_code`` is also
-    ``AirflowException``'s own class attribute (the status Airflow's REST API answers with), so it is only
-    trusted on instances that set it themselves.
-    """
-    value = getattr(error, "http_status", None) if hasattr(error, "http_status") else vars(error).get("status_code")
-    return int(value) if isinstance(value, int) else None
-
-
 def redact(text: str, secret: str | None) -> str:
     """``text`` with every occurrence of ``secret`` replaced by ``***``."""
     return text.replace(secret, "***") if secret else text

@@ -27,7 +27,6 @@ from airflow_runway.exceptions import (
     EachlabsRateLimitError,
     EachlabsServerError,
 )
-from airflow_runway.hooks.errors import http_status
 
 #: A server error that states nothing was done, so a create may be sent again.
 CREATE_RETRY_STATUSES = frozenset({503})
@@ -46,7 +45,7 @@ def is_retryable(error: BaseException, *, create: bool = False) -> bool:
         return not error.request_sent
     if isinstance(error, EachlabsRateLimitError):
         return True
-    return isinstance(error, EachlabsServerError) and http_status(error) in CREATE_RETRY_STATUSES
+    return isinstance(error, EachlabsServerError) and error.http_status in CREATE_RETRY_STATUSES
 
 
 def _failure(retry_state: tenacity.RetryCallState) -> BaseException | None:

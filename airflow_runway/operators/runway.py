@@ -90,10 +90,10 @@ class RunwayGenerateVideoOperator(EachlabsPredictionOperator):
         self.image_conn_id = image_conn_id
 
     def build_input(self, context: Context) -> dict[str, Any]:
-        prompt_image = resolve_prompt_image(self.prompt_image, self.image_conn_id or None) if self.prompt_image else None
+        image = resolve_prompt_image(self.prompt_image, self.image_conn_id or None) if self.prompt_image else None
         return build_runway_input(
             prompt_text=self.prompt_text,
-            prompt_image=prompt_image,
+            prompt_image=image,
             model=self.runway_model,
             ratio=self.ratio,
             duration=self.duration,

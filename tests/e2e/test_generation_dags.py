@@ -56,7 +56,9 @@ def xcom(dag_run: Any, task_id: str, key: str = "return_value") -> Any:
 
 def run_dag(dag_from_source, body: str) -> Any:
     dag_id = f"gen_{uuid.uuid4().hex[:10]}"
-    source = HEADER + f'\nwith DAG("{dag_id}", schedule=None, default_args={{"retries": 2, "retry_delay": 0}}) as dag:\n'
+    source = (
+        HEADER + f'\nwith DAG("{dag_id}", schedule=None, default_args={{"retries": 2, "retry_delay": 0}}) as dag:\n'
+    )
     source += "".join(f"    {line}\n" for line in body.strip().splitlines())
     return dag_from_source(dag_id, source).test()
 

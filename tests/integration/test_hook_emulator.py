@@ -29,7 +29,6 @@ from airflow_runway.exceptions import (
     EachlabsServerError,
 )
 from airflow_runway.hooks.eachlabs import EachlabsHook
-from airflow_runway.hooks.errors import http_status
 from airflow_runway.hooks.retry import EachlabsRetryPolicy
 from airflow_runway.hooks.session import POOL_SIZE, SESSIONS
 from airflow_runway.models import PredictionStatus
@@ -178,7 +177,7 @@ def test_sync_get_gives_up_with_the_last_typed_error(emu, connect):
         emu.inject(route="get", kind="http", status=503, times=5)
         with pytest.raises(EachlabsServerError) as caught:
             hook.get_prediction(pid)
-    assert http_status(caught.value) == 503
+    assert caught.value.http_status == 503
     assert emu.stats()["gets"] == 3
 
 
@@ -211,7 +210,7 @@ def test_create_honours_429_from_the_concurrency_cap(emu, connect):
         create(hook)
         with pytest.raises(EachlabsError) as caught:
             create(hook)
-    assert http_status(caught.value) == 429
+    assert caught.value.http_status == 429
     assert "too many requests" in str(caught.value)
     assert emu.stats()["create_requests"] == 3  # 1 + 2 attempts, never more
 

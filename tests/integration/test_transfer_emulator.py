@@ -189,6 +189,7 @@ def test_s3_large_output_is_streamed_as_a_multipart_upload(emulator: Any, s3_buc
         "content_type": "video/mp4",
     }
     extra = {k: result[k] for k in ("uri", "sha256", "size", "content_type", "prediction_id", "source_url")}
+    extra["dest_conn_id"] = s3_bucket.conn_id  # a consumer reads the object back with the same connection
     assert events[Asset("runway-videos", uri=s3_bucket.url("runway/"))].extra == extra
     (alias_event,) = events[AssetAlias("runway-video-objects")].asset_alias_events
     assert alias_event.dest_asset_key.uri == f"s3://{s3_bucket.name}/{key}"

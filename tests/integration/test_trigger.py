@@ -28,6 +28,7 @@ def eachlabs_connection(emulator, monkeypatch) -> str:
     monkeypatch.setenv("AIRFLOW_CONN_EACHLABS_DEFAULT", json.dumps(conn))
     return "eachlabs_default"
 
+
 RUNWAY_INPUT = {
     "promptText": "a lighthouse",
     "model": "gen3a_turbo",

@@ -31,7 +31,6 @@ from airflow_runway.hooks.errors import (
     connection_error_from_requests,
     decode_object,
     error_for_response,
-    http_status,
     parse_retry_after,
     prediction_id_from_create,
     snippet,
@@ -95,7 +94,7 @@ def body(value: object) -> bytes:
 def test_every_status_maps_to_its_typed_error_with_the_apis_message(status, payload, error_class, message):
     error = error_for_response(status, body(payload), {})
     assert type(error) is error_class
-    assert http_status(error) == status
+    assert error.http_status == status
     assert str(error).startswith(message)
     assert error.message == str(error)
 
@@ -263,12 +262,13 @@ def test_aiohttp_connect_timeout_means_not_sent():
     assert connection_error_from_aiohttp(aiohttp.ConnectionTimeoutError()).request_sent is False
 
 
-def test_http_status_ignores_airflows_class_level_status_code():
-    from airflow.sdk.exceptions import AirflowException
+def test_http_status_leaves_airflows_own_status_code_alone():
+    from http import HTTPStatus
 
-    assert http_status(EachlabsServerError("x", status_code=503)) == 503
-    assert http_status(EachlabsConnectionError("refused", request_sent=False)) is None
-    assert http_status(AirflowException("not ours")) is None
+    error = EachlabsServerError("x", status_code=503)
+    assert error.http_status == 503
+    assert error.status_code is HTTPStatus.INTERNAL_SERVER_ERROR  # AirflowException's, for Airflow's REST API
+    assert EachlabsConnectionError("refused", request_sent=False).http_status is None
 
 
 def test_network_fault_messages_are_redacted():
