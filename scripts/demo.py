@@ -75,11 +75,13 @@ def main() -> int:
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{DEMO / 'airflow' / 'airflow.db'}",
             "AIRFLOW_CONN_EACHLABS_DEFAULT": json.dumps({"conn_type": "eachlabs", "host": url, "password": API_KEY}),
+            # The example DAGs poll every 10 s by default; the emulated video is ready in about 4 s.
+            "RUNWAY_POLL_INTERVAL": "1",
         }
         airflow(env, "db", "migrate")
         airflow(env, "pools", "set", "eachlabs", "10", "Eachlabs in-flight predictions", "--include-deferred")
         before = set(VIDEOS.rglob("*.mp4"))
-        conf = {"destination": f"file://{VIDEOS}/", "allow_plain_http": True, "poll_interval": 1}
+        conf = {"destination": f"file://{VIDEOS}/daily/"}
         airflow(env, "dags", "test", DAG_ID, "-c", json.dumps(conf))
         written = sorted(set(VIDEOS.rglob("*.mp4")) - before, key=lambda p: p.stat().st_mtime)
         if not written:

@@ -114,20 +114,14 @@ class EachlabsHook(BaseHook):
 
         Airflow >= 3.2 reads ``conn-fields`` directly and never calls this; Airflow 3.1 does, with wtforms.
         """
-        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
-        from flask_babel import lazy_gettext
         from wtforms import IntegerField, StringField
 
-        widgets: dict[str, Any] = {}
-        for name, spec in CONN_FIELDS.items():
-            field_class = IntegerField if "integer" in spec["schema"]["type"] else StringField
-            widgets[name] = field_class(
-                lazy_gettext(spec["label"]),
-                description=spec.get("description", ""),
-                default=spec["schema"].get("default"),
-                widget=BS3TextFieldWidget(),
+        return {
+            name: (IntegerField if "integer" in spec["schema"]["type"] else StringField)(
+                spec["label"], description=spec.get("description", ""), default=spec["schema"].get("default")
             )
-        return widgets
+            for name, spec in CONN_FIELDS.items()
+        }
 
     # ---- connection ---------------------------------------------------------------------------------------
 

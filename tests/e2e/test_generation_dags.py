@@ -173,3 +173,38 @@ submit >> wait""",
     assert waited["status"] == "succeeded"
     assert waited["video_url"]
     assert emulator.stats()["creates"] == 1
+
+
+def test_the_api_key_appears_nowhere(dag_from_source, emulator, monkeypatch, capfd):
+    """Not in output or task logs, XComs, rendered template fields, or trigger rows in the metadata DB."""
+    import json
+    import os
+    from pathlib import Path
+
+    from airflow.models.renderedtifields import RenderedTaskInstanceFields
+    from airflow.models.trigger import Trigger
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    secret = "sk-live-UNIQUE-7f3a9c2e51d84b06"
+    emulator.configure(api_key=secret)
+    conn = {"conn_type": "eachlabs", "host": emulator.url, "password": secret}
+    monkeypatch.setenv("AIRFLOW_CONN_EACHLABS_DEFAULT", json.dumps(conn))
+    emulator.inject(route="get", kind="http", status=503, times=1)  # a retry logs its reason: still no key
+    run = run_dag(dag_from_source, """RunwayGenerateVideoOperator(task_id="generate", prompt_text="x", **FAST)""")
+    assert run.state == DagRunState.SUCCESS
+
+    captured = capfd.readouterr()
+    assert "Prediction" in captured.out + captured.err  # the run did log
+    assert secret not in captured.out + captured.err
+    logs = Path(os.environ["AIRFLOW_HOME"]) / "logs"
+    for log_file in logs.rglob("*") if logs.exists() else []:
+        if log_file.is_file():
+            assert secret not in log_file.read_text(errors="replace"), log_file
+    with create_session() as session:
+        stored = [str(XComModel.deserialize_value(x)) for x in session.scalars(select(XComModel)).all()]
+        stored += [json.dumps(r.rendered_fields) for r in session.scalars(select(RenderedTaskInstanceFields)).all()]
+        stored += [json.dumps(t.kwargs, default=str) for t in session.scalars(select(Trigger)).all()]
+    assert stored, "nothing was read back from the metadata DB"
+    assert not [s for s in stored if secret in s]

@@ -149,3 +149,17 @@ async def test_many_triggers_share_one_pool(emulator, eachlabs_connection, hook_
     assert all(events[0]["status"] == "success" for events in results)
     opened = emulator.stats()["tcp_connections"] - before
     assert opened <= 10, f"50 triggers opened {opened} TCP connections; they should share one pool"
+
+
+async def test_two_triggerers_on_one_prediction_both_finish_and_create_nothing(
+    emulator, eachlabs_connection, hook_factory
+):
+    """HA triggerers may briefly run the same trigger twice: both must end the same way, with no side effects."""
+    emulator.configure(duration=0.5, speed=1.0)
+    pid = create(emulator, hook_factory)
+    first, second = await asyncio.gather(collect(trigger_for(pid)), collect(trigger_for(pid)))
+    assert first[0]["status"] == second[0]["status"] == "success"
+    assert first[0]["prediction"] == second[0]["prediction"]
+    stats = emulator.stats()
+    assert stats["creates"] == 1
+    assert stats["cancels"] == 0
