@@ -104,7 +104,8 @@ class EachlabsHook(BaseHook):
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
         """How the connection form shows the standard fields (host = base URL, password = API key).
 
-        Airflow >= 3.2 reads the same from the provider info's ``ui-field-behaviour``; this serves Airflow 3.1.
+        Airflow >= 3.2 reads the same from the provider info's ``ui-field-behaviour``; this legacy form serves
+        tools that still ask the hook.
         """
         return dict(UI_FIELD_BEHAVIOUR)
 
@@ -112,7 +113,8 @@ class EachlabsHook(BaseHook):
     def get_connection_form_widgets(cls) -> dict[str, Any]:
         """The extra fields of the connection form, built from the provider info's ``conn-fields``.
 
-        Airflow >= 3.2 reads ``conn-fields`` directly and never calls this; Airflow 3.1 does, with wtforms.
+        Airflow >= 3.2 reads ``conn-fields`` directly; this legacy form (wtforms fields) serves tools that still
+        ask the hook.
         """
         from wtforms import IntegerField, StringField
 

@@ -55,7 +55,7 @@ def test_hook_form_methods_match_the_declaration():
     from airflow_runway.hooks.eachlabs import EachlabsHook
 
     assert EachlabsHook.get_ui_field_behaviour()["relabeling"]["password"] == "API key"
-    widgets = EachlabsHook.get_connection_form_widgets()  # Airflow 3.1's path: wtforms fields
+    widgets = EachlabsHook.get_connection_form_widgets()  # the legacy path: wtforms fields
     assert set(widgets) == set(CONN_FIELDS)
     assert widgets["rate_limit_per_minute"].field_class.__name__ == "IntegerField"
     assert widgets["rate_limit_per_minute"].kwargs["default"] == 60
