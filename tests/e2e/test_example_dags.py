@@ -4,47 +4,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import av
 import pendulum
 import pytest
 from airflow.utils.state import DagRunState
 
+from tests.fixtures.runs import task_states, xcom
+
 pytestmark = pytest.mark.e2e
 
 REPO_DAGS = Path(__file__).resolve().parents[2] / "dags"
 EXAMPLE_DAG_IDS = {"runway_daily_video", "runway_image_to_video", "runway_batch_videos", "runway_on_new_video"}
-
-
-def ti_states(dag_run: Any) -> dict[str, str]:
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        rows = session.scalars(
-            select(TaskInstance).where(TaskInstance.dag_id == dag_run.dag_id, TaskInstance.run_id == dag_run.run_id)
-        ).all()
-        return {f"{ti.task_id}[{ti.map_index}]": str(ti.state) for ti in rows}
-
-
-def return_value(dag_run: Any, task_id: str, map_index: int = -1) -> Any:
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        row = session.scalars(
-            select(XComModel).where(
-                XComModel.dag_id == dag_run.dag_id,
-                XComModel.run_id == dag_run.run_id,
-                XComModel.task_id == task_id,
-                XComModel.map_index == map_index,
-                XComModel.key == "return_value",
-            )
-        ).one()
-        return XComModel.deserialize_value(row)
 
 
 def decoded_frames(path: Path) -> int:
@@ -75,10 +46,10 @@ def test_every_example_dag_imports_cleanly(airflow_db):
 def test_daily_video_to_local_files_then_manifest(project_dag, emulator, example_env):
     daily = project_dag("runway_daily_video")
     run = daily.test(logical_date=pendulum.datetime(2026, 11, 24, tz="UTC"))
-    assert run.state == DagRunState.SUCCESS, ti_states(run)
+    assert run.state == DagRunState.SUCCESS, task_states(run)
 
-    generated = return_value(run, "generate")
-    stored = return_value(run, "store")
+    generated = xcom(run, "generate")
+    stored = xcom(run, "store")
     assert generated["status"] == "succeeded"
     video = Path(stored["uri"].removeprefix("file://"))
     assert video == example_env / "daily" / "2026-11-24" / f"{generated['prediction_id']}.mp4"
@@ -90,7 +61,7 @@ def test_daily_video_to_local_files_then_manifest(project_dag, emulator, example
 
     # The consumer DAG, run by hand, takes the asset's latest event and writes the manifest beside the video.
     manifest_run = project_dag("runway_on_new_video").test()
-    assert manifest_run.state == DagRunState.SUCCESS, ti_states(manifest_run)
+    assert manifest_run.state == DagRunState.SUCCESS, task_states(manifest_run)
     manifest = json.loads(video.with_name(video.name + ".manifest.json").read_text())
     assert manifest["sha256"] == stored["sha256"]
     assert manifest["size"] == stored["size"]
@@ -102,8 +73,8 @@ def test_daily_video_to_s3(project_dag, emulator, example_env, s3_bucket):
     daily = project_dag("runway_daily_video")
     conf = {"destination": f"s3://{s3_bucket.name}/daily/", "dest_conn_id": s3_bucket.conn_id, "duration": 5}
     run = daily.test(logical_date=pendulum.datetime(2026, 11, 25, tz="UTC"), run_conf=conf)
-    assert run.state == DagRunState.SUCCESS, ti_states(run)
-    stored = return_value(run, "store")
+    assert run.state == DagRunState.SUCCESS, task_states(run)
+    stored = xcom(run, "store")
     key = stored["uri"].removeprefix(f"s3://{s3_bucket.name}/")
     assert key.startswith("daily/2026-11-25/") and key.endswith(".mp4")
     assert len(s3_bucket.read(key)) == stored["size"]
@@ -112,19 +83,19 @@ def test_daily_video_to_s3(project_dag, emulator, example_env, s3_bucket):
 
 def test_image_to_video_sends_the_first_frame_as_a_data_uri(project_dag, emulator, example_env):
     run = project_dag("runway_image_to_video").test()
-    assert run.state == DagRunState.SUCCESS, ti_states(run)
-    generated = return_value(run, "generate")
+    assert run.state == DagRunState.SUCCESS, task_states(run)
+    generated = xcom(run, "generate")
     sent = emulator.prediction(generated["prediction_id"])["input"]["promptImage"]
     assert sent.startswith("data:image/png;base64,")
-    stored = return_value(run, "store")
+    stored = xcom(run, "store")
     assert Path(stored["uri"].removeprefix("file://")).stat().st_size == stored["size"]
 
 
 def test_batch_videos_maps_over_prompts_within_the_concurrency_cap(project_dag, emulator, example_env):
     prompts = [f"prompt number {i}" for i in range(4)]
     run = project_dag("runway_batch_videos").test(run_conf={"prompts": prompts})
-    assert run.state == DagRunState.SUCCESS, ti_states(run)
-    summary = return_value(run, "summary")
+    assert run.state == DagRunState.SUCCESS, task_states(run)
+    summary = xcom(run, "summary")
     assert summary["videos"] == 4
     assert len(set(summary["uris"])) == 4
     stats = emulator.stats()

@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 from airflow.utils.state import DagRunState, TaskInstanceState
 
+from tests.fixtures.runs import task_instances, xcom
+
 pytestmark = pytest.mark.e2e
 
 HEADER = """
@@ -18,40 +20,6 @@ from airflow_runway.operators.runway import RunwayGenerateVideoOperator
 from airflow_runway.sensors.prediction import EachlabsPredictionSensor
 FAST = dict(poll_interval=0.05, max_poll_interval=0.2)
 """
-
-
-def task_instance(dag_run: Any, task_id: str) -> Any:
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        ti = session.scalars(
-            select(TaskInstance).where(
-                TaskInstance.dag_id == dag_run.dag_id,
-                TaskInstance.run_id == dag_run.run_id,
-                TaskInstance.task_id == task_id,
-            )
-        ).one()
-        session.expunge(ti)
-        return ti
-
-
-def xcom(dag_run: Any, task_id: str, key: str = "return_value") -> Any:
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        row = session.scalars(
-            select(XComModel).where(
-                XComModel.dag_id == dag_run.dag_id,
-                XComModel.run_id == dag_run.run_id,
-                XComModel.task_id == task_id,
-                XComModel.key == key,
-            )
-        ).one_or_none()
-        return None if row is None else XComModel.deserialize_value(row)
 
 
 def run_dag(dag_from_source, body: str) -> Any:
@@ -79,7 +47,7 @@ def test_generate_returns_the_video_and_sets_link_and_xcoms(dag_from_source, emu
     assert result["metrics"]["predict_time"] == 10
     assert xcom(run, "generate", "prediction_id") == result["prediction_id"]
     assert xcom(run, "generate", "_link_RunwayVideoLink") == result["video_url"]  # the "Runway video" link
-    assert task_instance(run, "generate").try_number == 1
+    assert task_instances(run, "generate")[0].try_number == 1
     stats = emulator.stats()
     assert stats["creates"] == 1
     sent = emulator.prediction(result["prediction_id"])
@@ -104,7 +72,7 @@ def test_bad_input_fails_at_once_without_any_request(dag_from_source, emulator, 
         """RunwayGenerateVideoOperator(task_id="generate", prompt_text="x", ratio="4:3", **FAST)""",
     )
     assert run.state == DagRunState.FAILED
-    ti = task_instance(run, "generate")
+    ti = task_instances(run, "generate")[0]
     assert ti.state == TaskInstanceState.FAILED
     assert ti.try_number == 1  # AirflowFailException: the two retries were not spent
     assert emulator.stats()["requests"] == 0
@@ -124,7 +92,7 @@ def test_permanent_errors_fail_without_retries(dag_from_source, emulator, eachla
         emulator.inject(**fault)
     run = run_dag(dag_from_source, """RunwayGenerateVideoOperator(task_id="generate", prompt_text="x", **FAST)""")
     assert run.state == DagRunState.FAILED
-    assert task_instance(run, "generate").try_number == 1
+    assert task_instances(run, "generate")[0].try_number == 1
     assert emulator.stats()["create_requests"] == 1
 
 
@@ -149,7 +117,7 @@ def test_a_retry_resumes_the_running_prediction_instead_of_paying_again(dag_from
         """RunwayGenerateVideoOperator(task_id="generate", prompt_text="x", deferrable=False, cancel_on_kill=False,
     execution_timeout=timedelta(seconds=1), retries=3, **FAST)""",
     )
-    ti = task_instance(run, "generate")
+    ti = task_instances(run, "generate")[0]
     assert ti.try_number >= 2
     assert run.state == DagRunState.SUCCESS
     assert emulator.stats()["creates"] == 1

@@ -7,7 +7,6 @@ scheduler records them, and a re-run that uploads nothing.
 from __future__ import annotations
 
 import hashlib
-import time
 import uuid
 from typing import Any
 
@@ -16,27 +15,12 @@ import pytest
 import requests
 
 from airflow_runway.transfers.eachlabs_to_object_storage import SIDECAR_SUFFIX
+from tests.fixtures.emulator import succeeded_prediction
+from tests.fixtures.runs import xcoms
 
 pytestmark = pytest.mark.integration
 
 LOGICAL_DATE = pendulum.datetime(2026, 11, 24, tz="UTC")
-
-
-def xcom_results(dag_run: Any, task_id: str) -> dict[int, Any]:
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        rows = session.scalars(
-            select(XComModel).where(
-                XComModel.dag_id == dag_run.dag_id,
-                XComModel.run_id == dag_run.run_id,
-                XComModel.task_id == task_id,
-                XComModel.key == "return_value",
-            )
-        ).all()
-        return {row.map_index: XComModel.deserialize_value(row) for row in rows}
 
 
 def asset_events(uri: str, run_id: str) -> list[dict[str, Any]]:
@@ -88,8 +72,8 @@ def test_generate_then_store_mapped(dag_from_source, emulator, eachlabs_connecti
 
     keys = [f"runway/2026-11-24/{i}.mp4" for i in (0, 1)]
     assert s3_bucket.keys() == sorted([*keys, *(k + SIDECAR_SUFFIX for k in keys)])
-    generated = xcom_results(dag_run, "generate")
-    stored = xcom_results(dag_run, "store")
+    generated = xcoms(dag_run, "generate")
+    stored = xcoms(dag_run, "store")
     assert sorted(stored) == [0, 1]
     for index, key in enumerate(keys):
         body = s3_bucket.read(key)
@@ -109,31 +93,6 @@ def test_generate_then_store_mapped(dag_from_source, emulator, eachlabs_connecti
     for index, key in enumerate(keys):
         (event,) = asset_events(f"s3://{s3_bucket.name}/{key}", dag_run.run_id)
         assert event["extra"]["sha256"] == stored[index]["sha256"]
-
-
-def succeeded_prediction(emulator: Any) -> dict[str, Any]:
-    headers = {"X-API-Key": emulator.api_key}
-    body = {
-        "model": "runway",
-        "version": "0.0.1",
-        "input": {
-            "promptText": "x",
-            "ratio": "16:9",
-            "duration": "5",
-            "watermark": "false",
-            "model": "gen3a_turbo",
-            "seed": None,
-        },
-    }
-    pid = requests.post(f"{emulator.url}/v1/prediction/", headers=headers, json=body, timeout=10).json()["predictionID"]
-    deadline = time.monotonic() + 20
-    while (
-        requests.get(f"{emulator.url}/v1/prediction/{pid}", headers=headers, timeout=10).json()["status"] != "success"
-    ):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    url = f"{emulator.url}/v1/outputs/{pid}.mp4"
-    return {"prediction_id": pid, "status": "success", "video_url": url, "outputs": [url]}
 
 
 def test_rerun_of_the_dag_does_not_upload_again(dag_from_source, emulator, s3_bucket):
@@ -166,7 +125,7 @@ def test_rerun_of_the_dag_does_not_upload_again(dag_from_source, emulator, s3_bu
 
     second = dag.test(logical_date=LOGICAL_DATE.add(days=1))
     assert second.state == DagRunState.SUCCESS
-    (result,) = xcom_results(second, "store").values()
+    (result,) = xcoms(second, "store").values()
     assert result["uploaded"] is False
     assert emulator.stats()["output_requests"] == 1
     head_after = client.head_object(Bucket=s3_bucket.name, Key=key)

@@ -32,39 +32,11 @@ from airflow.sdk.execution_time.context import OutletEventAccessors
 
 from airflow_runway.transfers import DownloadError, DownloadRejectedError, EachlabsToObjectStorageOperator
 from airflow_runway.transfers.eachlabs_to_object_storage import SIDECAR_SUFFIX
+from tests.fixtures.emulator import succeeded_prediction
 
 pytestmark = pytest.mark.integration
 
 MiB = 1024 * 1024
-RUNWAY_INPUT = {
-    "promptText": "x",
-    "ratio": "16:9",
-    "duration": "5",
-    "watermark": "false",
-    "model": "gen3a_turbo",
-    "seed": None,
-}
-
-
-def succeeded_prediction(emulator: Any) -> dict[str, Any]:
-    """Create a prediction on the emulator and wait for it; return it in the generation operator's shape."""
-    headers = {"X-API-Key": emulator.api_key}
-    created = requests.post(
-        f"{emulator.url}/v1/prediction/",
-        headers=headers,
-        json={"model": "runway", "version": "0.0.1", "input": RUNWAY_INPUT},
-        timeout=10,
-    )
-    created.raise_for_status()
-    pid = created.json()["predictionID"]
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        body = requests.get(f"{emulator.url}/v1/prediction/{pid}", headers=headers, timeout=10).json()
-        if body["status"] == "success":
-            url = f"{emulator.url}/v1/outputs/{pid}.mp4"
-            return {"prediction_id": pid, "status": "success", "video_url": url, "outputs": [url], "metrics": {}}
-        time.sleep(0.05)
-    raise AssertionError(f"prediction {pid} did not succeed in time")
 
 
 def expected_sha256(url: str) -> tuple[str, int]:

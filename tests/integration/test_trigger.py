@@ -9,6 +9,7 @@ import time
 import pytest
 
 from airflow_runway.triggers.prediction import EachlabsPredictionTrigger
+from tests.fixtures.emulator import RUNWAY_INPUT
 
 pytestmark = pytest.mark.integration
 
@@ -27,16 +28,6 @@ def eachlabs_connection(emulator, monkeypatch) -> str:
     }
     monkeypatch.setenv("AIRFLOW_CONN_EACHLABS_DEFAULT", json.dumps(conn))
     return "eachlabs_default"
-
-
-RUNWAY_INPUT = {
-    "promptText": "a lighthouse",
-    "model": "gen3a_turbo",
-    "ratio": "16:9",
-    "duration": "5",
-    "watermark": "false",
-    "seed": None,
-}
 
 
 def create(emulator, hook_factory, **fault) -> str:
