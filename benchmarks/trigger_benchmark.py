@@ -6,6 +6,8 @@ Reports what the API would see: TCP connections opened, status requests made, th
     python benchmarks/trigger_benchmark.py --triggers 200 --rate-limit 60 --render-seconds 60
 
 Each prediction takes ``--render-seconds`` of real time (the emulator plays Runway's 833 s faster).
+``--naive`` runs the same schedule with a new ``aiohttp.ClientSession`` per poll and no shared budget, as
+several official providers' triggers do, for comparison.
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ import os
 import time
 from typing import Any
 
+import aiohttp
+
 from airflow_runway.emulator import EmulatorConfig, EmulatorServer
 from airflow_runway.hooks.eachlabs import EachlabsHook
+from airflow_runway.polling import PollSchedule
 from airflow_runway.triggers.prediction import EachlabsPredictionTrigger
 
 RUNWAY_INPUT = {"promptText": "bench", "model": "gen3a_turbo", "ratio": "16:9", "duration": "5", "watermark": "false"}
@@ -80,7 +85,19 @@ async def run(args: argparse.Namespace, emulator: EmulatorServer) -> dict[str, A
     async def one(trigger: EachlabsPredictionTrigger) -> list[dict[str, Any]]:
         return [event.payload async for event in trigger.run()]
 
-    results = await asyncio.gather(*(one(t) for t in triggers))
+    async def naive(trigger: EachlabsPredictionTrigger) -> list[dict[str, Any]]:
+        """A new session (so a new TCP connection) per poll, no shared budget: the pattern we avoid."""
+        schedule = PollSchedule(args.poll_interval, args.max_poll_interval)
+        url = f"{emulator.url}/v1/prediction/{trigger.prediction_id}"
+        while True:
+            async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as response:
+                body = await response.json()
+            if body["status"] == "success":
+                return [{"status": "success"}]
+            await asyncio.sleep(schedule.next_delay())
+
+    headers = {"X-API-Key": emulator.api_key}
+    results = await asyncio.gather(*((naive if args.naive else one)(t) for t in triggers))
     elapsed = time.monotonic() - started
     stop.set()
     await sampler
@@ -91,6 +108,7 @@ async def run(args: argparse.Namespace, emulator: EmulatorServer) -> dict[str, A
         assert len(events) == 1, f"a trigger yielded {len(events)} events"
         statuses[events[0]["status"]] = statuses.get(events[0]["status"], 0) + 1
     return {
+        "mode": "naive: session per poll, no budget" if args.naive else "EachlabsPredictionTrigger",
         "triggers": args.triggers,
         "events": statuses,
         "wall_seconds": round(elapsed, 1),
@@ -111,6 +129,7 @@ def main() -> None:
     parser.add_argument("--render-seconds", type=float, default=60.0, help="real seconds each prediction takes")
     parser.add_argument("--poll-interval", type=float, default=10.0)
     parser.add_argument("--max-poll-interval", type=float, default=60.0)
+    parser.add_argument("--naive", action="store_true", help="a new HTTP session per poll, no shared budget")
     args = parser.parse_args()
 
     config = EmulatorConfig(api_key="bench-key", duration=833, speed=833 / args.render_seconds, max_in_flight=None)
