@@ -32,6 +32,7 @@ from airflow_runway.exceptions import (
     EachlabsRateLimitError,
     EachlabsServerError,
 )
+from airflow_runway.redaction import redact
 
 SNIPPET_LENGTH = 200
 _TAG = re.compile(r"<[^>]*>")
@@ -41,11 +42,6 @@ _SPACE = re.compile(r"\s+")
 _AIOHTTP_CONNECT_TIMEOUT: tuple[type[BaseException], ...] = tuple(
     cls for cls in (getattr(aiohttp, "ConnectionTimeoutError", None),) if isinstance(cls, type)
 )
-
-
-def redact(text: str, secret: str | None) -> str:
-    """``text`` with every occurrence of ``secret`` replaced by ``***``."""
-    return text.replace(secret, "***") if secret else text
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
