@@ -9,10 +9,14 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException
 
-from airflow_runway.exceptions import EachlabsPredictionFailedError
-from airflow_runway.models import Prediction, PredictionStatus
+from airflow_runway.exceptions import (
+    EachlabsPredictionFailedError,
+    EachlabsPredictionRejectedError,
+    EachlabsPredictionTimeoutError,
+)
+from airflow_runway.models import Prediction, PredictionStatus, is_retryable_failure
 
 #: Keys of the operator's return value (and of a successful event's ``prediction``).
 RESULT_KEYS = ("prediction_id", "status", "video_url", "outputs", "metrics")
@@ -76,8 +80,14 @@ def error_event(prediction_id: str, elapsed: float, error: Exception) -> dict[st
 def result_from_event(event: dict[str, Any]) -> dict[str, Any]:
     """Return the operator result for a success event; raise the matching error for any other.
 
-    A failed or cancelled prediction, and a permanent API error, fail the task without Airflow retries; a
-    timeout raises a plain :class:`AirflowException`, so the task's retries (if any) get a fresh prediction.
+    How each ending fails the task (the README's "What fails how"):
+
+    * failed with a retryable ``error_code`` (:data:`~airflow_runway.models.RETRYABLE_FAILURE_CODES`):
+      :class:`EachlabsPredictionFailedError`, so the task's Airflow retries create a new prediction;
+    * failed for any other reason: :class:`EachlabsPredictionRejectedError`, without retries;
+    * timeout: :class:`EachlabsPredictionTimeoutError`, without retries (the cancel is best effort: each retry
+      could be another billed video);
+    * cancelled, or a permanent API error while polling: :class:`AirflowFailException`, without retries.
     """
     status = event.get("status")
     message = str(event.get("message") or f"Unexpected event from the prediction trigger: {event!r}")
@@ -86,9 +96,17 @@ def result_from_event(event: dict[str, Any]) -> dict[str, Any]:
         return {key: prediction.get(key) for key in RESULT_KEYS}
     if status == EventStatus.FAILED.value:
         prediction = event.get("prediction") or {}
-        raise EachlabsPredictionFailedError(
-            message, error_code=prediction.get("error_code"), prediction_id=event.get("prediction_id")
-        )
+        code = prediction.get("error_code")
+        if is_retryable_failure(code):
+            raise EachlabsPredictionFailedError(
+                f"{message} (a failure on Eachlabs' side: a retry of the task creates a new prediction)",
+                error_code=code,
+                prediction_id=event.get("prediction_id"),
+            )
+        raise EachlabsPredictionRejectedError(message, error_code=code, prediction_id=event.get("prediction_id"))
     if status == EventStatus.TIMEOUT.value:
-        raise AirflowException(message)
+        raise EachlabsPredictionTimeoutError(
+            f"{message}. The task fails without retries, since a cancel is best effort and each retry could be "
+            "another billed video: raise `timeout`, or clear the task to try again."
+        )
     raise AirflowFailException(message)

@@ -1,9 +1,10 @@
 """Typed errors for the Eachlabs API, each carrying the API's own message.
 
-Permanent errors (bad input, bad key, no balance, unknown prediction, a failed prediction) subclass
-:class:`~airflow.sdk.exceptions.AirflowFailException`, so a task that raises one fails at once instead of
-burning its Airflow retries. Transient ones (rate limit, server error, network fault, malformed body) are plain
-:class:`~airflow.sdk.exceptions.AirflowException` subclasses: the hook retries them first, and Airflow's own
+Permanent errors (bad input, bad key, no balance, unknown prediction, a prediction rejected for its input or
+content, a timeout, a create whose outcome is unknown) subclass :class:`~airflow.sdk.exceptions.AirflowFailException`,
+so a task that raises one fails at once instead of burning its Airflow retries. Transient ones (rate limit, server
+error, network fault, malformed body, a prediction lost to an infrastructure failure) are plain
+:class:`~airflow.sdk.exceptions.AirflowException` subclasses: the hook retries requests first, and Airflow's own
 retries take over if they persist.
 """
 
@@ -57,13 +58,36 @@ class EachlabsNotFoundError(EachlabsPermanentError):
     """HTTP 404: no such prediction."""
 
 
-class EachlabsPredictionFailedError(EachlabsPermanentError):
-    """The prediction finished with status ``error``/``failed``."""
+class EachlabsPredictionFailedError(EachlabsError):
+    """The prediction finished with status ``error``/``failed`` for a reason on Eachlabs' side.
+
+    Raised as is only for the failure codes :func:`~airflow_runway.models.is_retryable_failure` lists
+    (``WORKER_LOST``, ...): the task's Airflow retries then create a new prediction. Every other failure raises
+    :class:`EachlabsPredictionRejectedError`.
+    """
 
     def __init__(self, message: str, *, error_code: str | None = None, prediction_id: str | None = None) -> None:
         super().__init__(message)
         self.error_code = error_code
         self.prediction_id = prediction_id
+
+
+class EachlabsPredictionRejectedError(EachlabsPredictionFailedError, AirflowFailException):
+    """The prediction failed because of its input or content (or an unknown code): no Airflow retries."""
+
+
+class EachlabsPredictionTimeoutError(AirflowFailException):
+    """The wait passed the operator's ``timeout``: the prediction was cancelled (best effort) and the task fails.
+
+    No Airflow retries: a cancel is best effort, so each retry could be another billed video.
+    """
+
+
+class EachlabsCreateUncertainError(AirflowFailException):
+    """A create whose outcome is unknown: a prediction may exist (and be billed). Never sent again.
+
+    Fails the task without Airflow retries; a user who wants a new prediction clears the task.
+    """
 
 
 class EachlabsRateLimitError(EachlabsTransientError):

@@ -38,6 +38,17 @@ _STATUS_MAP: dict[str, PredictionStatus] = {
     "canceled": PredictionStatus.CANCELLED,
 }
 
+#: Failure codes (``output.error_code``) that mean trouble on Eachlabs' or the provider's side: a new prediction
+#: may succeed, so the task's Airflow retries are used. Every other code, and none, means the input or the content
+#: (``INPUT_VALIDATION_ERROR``, ``PROVIDER_REJECTED``, ``SAFETY.*``) or is unknown: no retries (spend-safe).
+RETRYABLE_FAILURE_CODES = frozenset({"WORKER_LOST", "EXECUTION_TIMEOUT", "PROVIDER_RATE_LIMIT"})
+
+
+def is_retryable_failure(error_code: str | None) -> bool:
+    """Whether a prediction that failed with ``error_code`` is worth a new (paid) prediction."""
+    return bool(error_code) and str(error_code).strip().upper() in RETRYABLE_FAILURE_CODES
+
+
 # Keys under which an output object may hold its URL(s), most specific first.
 _OUTPUT_KEYS = ("video", "video_url", "url", "urls", "output", "outputs", "uri", "file", "files")
 
@@ -114,15 +125,16 @@ def extract_output_urls(output: Any) -> tuple[str, ...]:
 
 
 def _failure_details(output: Any, logs: Any) -> tuple[str | None, str | None]:
+    """The failure's code and message; the message falls back to ``logs`` whatever shape ``output`` has."""
+    code = message = None
     if isinstance(output, Mapping):
         code = output.get("error_code") or output.get("code")
         message = output.get("error_message") or output.get("message") or output.get("error")
-        return (str(code) if code else None, str(message) if message else None)
-    if isinstance(output, str) and output.strip():
-        return None, output
-    if isinstance(logs, str) and logs.strip():
-        return None, logs.strip()
-    return None, None
+    elif isinstance(output, str) and output.strip():
+        message = output
+    if not message and isinstance(logs, str) and logs.strip():
+        message = logs.strip()
+    return (str(code) if code else None, str(message) if message else None)
 
 
 def parse_prediction(body: Any, prediction_id: str | None = None) -> Prediction:

@@ -87,6 +87,10 @@ class PredictionWatch:
         """Record a transient fault the hook could not retry away; polling goes on."""
         self.log.warning("Polling prediction %s failed, will poll again: %s", self.prediction_id, error)
 
+    def final_read_failed(self, error: EachlabsError) -> None:
+        """Record that the last read before cancelling at the deadline failed."""
+        self.log.warning("Could not read prediction %s at the deadline: %s", self.prediction_id, error)
+
     def next_delay(self, retry_after: float | None = None) -> float:
         """The gap before the next poll, never past the deadline."""
         delay = self.schedule.next_delay(retry_after)

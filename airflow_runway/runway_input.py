@@ -84,6 +84,12 @@ def _check_data_uri(uri: str) -> str:
         raise RunwayInputError(
             "prompt_image", uri[:40], f"a data URI may be at most 5 MB; this one is {len(uri):,} bytes"
         )
+    try:
+        data = base64.b64decode(uri[match.end() :], validate=True)
+    except ValueError:  # binascii.Error
+        raise RunwayInputError("prompt_image", uri[:40], "the data URI's payload is not valid base64") from None
+    if not data:
+        raise RunwayInputError("prompt_image", uri[:40], "the data URI holds no image")
     return uri
 
 
@@ -189,6 +195,8 @@ def build_runway_input(
         payload["promptText"] = prompt_text
     if prompt_image:
         payload["promptImage"] = prompt_image
+    if extra_input is not None and not isinstance(extra_input, Mapping):
+        raise RunwayInputError("extra_input", extra_input, "must be a mapping (dict) of further input keys")
     if extra_input:
         clash = sorted(set(extra_input) & TYPED_KEYS)
         if clash:

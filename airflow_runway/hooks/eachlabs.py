@@ -12,7 +12,7 @@ import aiohttp
 import requests
 from airflow.sdk import BaseHook
 
-from airflow_runway.exceptions import EachlabsNotFoundError, EachlabsTransientError
+from airflow_runway.exceptions import EachlabsConnectionError, EachlabsNotFoundError, EachlabsTransientError
 from airflow_runway.get_provider_info import CONN_FIELDS, UI_FIELD_BEHAVIOUR
 from airflow_runway.hooks.errors import (
     connection_error_from_aiohttp,
@@ -21,7 +21,7 @@ from airflow_runway.hooks.errors import (
     error_for_response,
     prediction_id_from_create,
 )
-from airflow_runway.hooks.retry import EachlabsRetryPolicy, is_retryable
+from airflow_runway.hooks.retry import UNBOUNDED, EachlabsRetryPolicy, RequestBounds, is_retryable
 from airflow_runway.hooks.session import SESSIONS, SharedSession
 from airflow_runway.hooks.settings import DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT, EachlabsSettings
 from airflow_runway.models import Prediction, parse_prediction
@@ -184,6 +184,7 @@ class EachlabsHook(BaseHook):
         payload: Mapping[str, Any] | None = None,
         create: bool = False,
         policy: EachlabsRetryPolicy | None = None,
+        bounds: RequestBounds = UNBOUNDED,
     ) -> T:
         settings = self.settings
         session = self.get_conn()
@@ -193,14 +194,14 @@ class EachlabsHook(BaseHook):
         def attempt() -> T:
             try:
                 response = session.request(
-                    method, url, json=payload, headers=settings.headers, timeout=settings.timeout
+                    method, url, json=payload, headers=settings.headers, timeout=bounds.timeout(settings.timeout)
                 )
             except requests.RequestException as error:
                 raise connection_error_from_requests(error, secret=secret) from error
             with response:
                 return _finish(response.status_code, response.content, response.headers, response.reason, parse, secret)
 
-        retrying = (policy or self._policy(settings)).retrying(
+        retrying = bounds.policy(policy or self._policy(settings)).retrying(
             create=create, description=f"{method} {path}", logger=self.log
         )
         return retrying(attempt)
@@ -258,16 +259,29 @@ class EachlabsHook(BaseHook):
         """The prediction's raw body (``GET /v1/prediction/{id}``)."""
         return self._request("GET", _prediction_path(prediction_id), _body)
 
-    def get_prediction_state(self, prediction_id: str) -> Prediction:
+    def get_prediction_state(
+        self, prediction_id: str, *, deadline: float | None = None, once: bool = False
+    ) -> Prediction:
         """The prediction, normalised by :func:`~airflow_runway.models.parse_prediction`.
 
         A body without a status counts as malformed and is retried like any transient fault.
-        """
-        return self._request("GET", _prediction_path(prediction_id), lambda data: parse_prediction(data, prediction_id))
 
-    def cancel_prediction(self, prediction_id: str) -> dict[str, Any]:
-        """Ask the API to cancel a prediction (best effort: the provider may still finish and bill it)."""
-        return self._request("POST", _prediction_path(prediction_id, "/cancel"), _body)
+        :param deadline: Unix time by which to return, retries included (see :class:`RequestBounds`).
+        :param once: one short attempt, no retries.
+        """
+        return self._request(
+            "GET",
+            _prediction_path(prediction_id),
+            lambda data: parse_prediction(data, prediction_id),
+            bounds=RequestBounds(deadline, once),
+        )
+
+    def cancel_prediction(self, prediction_id: str, *, once: bool = False) -> dict[str, Any]:
+        """Ask the API to cancel a prediction (best effort: the provider may still finish and bill it).
+
+        :param once: one short attempt, no retries (a cancel at a deadline or on kill must not linger).
+        """
+        return self._request("POST", _prediction_path(prediction_id, "/cancel"), _body, bounds=RequestBounds(once=once))
 
     def test_connection(self) -> tuple[bool, str]:
         """Check the URL and key with one cheap authenticated read of a prediction that cannot exist.
@@ -310,16 +324,35 @@ class EachlabsHook(BaseHook):
         self._lease = SESSIONS.lease(self.eachlabs_conn_id, settings.base_url, settings.rate_limit_per_minute)
         return self._lease
 
-    async def _arequest(self, method: str, path: str, parse: Callable[[dict[str, Any]], T]) -> T:
+    async def _arequest(
+        self,
+        method: str,
+        path: str,
+        parse: Callable[[dict[str, Any]], T],
+        bounds: RequestBounds = UNBOUNDED,
+    ) -> T:
         settings = await self.aget_settings()
         shared = self._shared(settings)
         url = settings.base_url + path
         secret = settings.api_key
-        # Per socket operation, like requests' timeout: time spent queued for a pooled connection is not counted.
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=settings.timeout, sock_read=settings.timeout)
 
         async def attempt() -> T:
-            await shared.limiter.acquire()
+            limit = bounds.timeout(settings.timeout)
+            # Per socket operation, like requests' timeout: time queued for a pooled connection is not counted.
+            # With a deadline the whole attempt (the wait for the shared budget included) is bounded too.
+            timeout = aiohttp.ClientTimeout(
+                total=limit if bounds.deadline is not None or bounds.once else None,
+                sock_connect=limit,
+                sock_read=limit,
+            )
+            try:
+                await asyncio.wait_for(shared.limiter.acquire(), limit)
+            except asyncio.TimeoutError:
+                raise EachlabsConnectionError(
+                    f"The Eachlabs request budget ({settings.rate_limit_per_minute:g}/min) had no room "
+                    f"within {limit:.0f}s",
+                    request_sent=False,
+                ) from None
             try:
                 async with shared.session.request(method, url, headers=settings.headers, timeout=timeout) as response:
                     body = await response.read()
@@ -327,22 +360,29 @@ class EachlabsHook(BaseHook):
                 raise connection_error_from_aiohttp(error, secret=secret) from error
             return _finish(response.status, body, response.headers, response.reason or "", parse, secret)
 
-        retrying = self._policy(settings).async_retrying(create=False, description=f"{method} {path}", logger=self.log)
+        retrying = bounds.policy(self._policy(settings)).async_retrying(
+            create=False, description=f"{method} {path}", logger=self.log
+        )
         return await retrying(attempt)
 
     async def aget_prediction(self, prediction_id: str) -> dict[str, Any]:
         """Async :meth:`get_prediction`, on the shared session and budget."""
         return await self._arequest("GET", _prediction_path(prediction_id), _body)
 
-    async def aget_prediction_state(self, prediction_id: str) -> Prediction:
+    async def aget_prediction_state(
+        self, prediction_id: str, *, deadline: float | None = None, once: bool = False
+    ) -> Prediction:
         """Async :meth:`get_prediction_state`, on the shared session and budget."""
         return await self._arequest(
-            "GET", _prediction_path(prediction_id), lambda data: parse_prediction(data, prediction_id)
+            "GET",
+            _prediction_path(prediction_id),
+            lambda data: parse_prediction(data, prediction_id),
+            RequestBounds(deadline, once),
         )
 
-    async def acancel_prediction(self, prediction_id: str) -> dict[str, Any]:
+    async def acancel_prediction(self, prediction_id: str, *, once: bool = False) -> dict[str, Any]:
         """Async :meth:`cancel_prediction`, on the shared session and budget."""
-        return await self._arequest("POST", _prediction_path(prediction_id, "/cancel"), _body)
+        return await self._arequest("POST", _prediction_path(prediction_id, "/cancel"), _body, RequestBounds(once=once))
 
     async def aclose(self) -> None:
         """Release this hook's lease on the shared session; the last lease closes it."""

@@ -11,6 +11,7 @@ Permanent errors are never retried. After the last attempt the last typed error 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -30,6 +31,11 @@ from airflow_runway.exceptions import (
 
 #: A server error that states nothing was done, so a create may be sent again.
 CREATE_RETRY_STATUSES = frozenset({503})
+#: The longest a one-shot request may take: a final status read or a cancel at the deadline or on kill (the
+#: triggerer gives a trigger's ``on_kill`` 30 s in all).
+ONE_SHOT_TIMEOUT = 10.0
+#: The shortest timeout an attempt gets, even right at its deadline.
+MIN_ATTEMPT_TIMEOUT = 1.0
 
 
 def is_retryable(error: BaseException, *, create: bool = False) -> bool:
@@ -87,6 +93,45 @@ class stop_on_long_retry_after(stop_base):
         return retry_after is not None and retry_after > self.ceiling
 
 
+class stop_before_deadline(stop_base):
+    """Stop when the next retry's wait would end past ``deadline`` (Unix seconds)."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        return time.time() + retry_state.upcoming_sleep >= self.deadline
+
+
+@dataclass(frozen=True)
+class RequestBounds:
+    """How long one call (all its attempts) may take.
+
+    :param deadline: absolute Unix time by which the call returns: every attempt's timeout and every retry's
+        wait is cut to it (a wait for a prediction passes its own deadline here, so no ``Retry-After`` can hold
+        a read past it).
+    :param once: a single attempt with a timeout of at most :data:`ONE_SHOT_TIMEOUT` seconds.
+    """
+
+    deadline: float | None = None
+    once: bool = False
+
+    def timeout(self, configured: float) -> float:
+        """The timeout of the next attempt, given the connection's ``configured`` one."""
+        timeout = min(configured, ONE_SHOT_TIMEOUT) if self.once else configured
+        if self.deadline is not None:
+            timeout = min(timeout, max(self.deadline - time.time(), MIN_ATTEMPT_TIMEOUT))
+        return timeout
+
+    def policy(self, policy: EachlabsRetryPolicy) -> EachlabsRetryPolicy:
+        """``policy`` as these bounds allow it."""
+        return (
+            dataclasses.replace(policy, max_attempts=1, deadline=None)
+            if self.once
+            else dataclasses.replace(policy, deadline=self.deadline)
+        )
+
+
 @dataclass(frozen=True)
 class EachlabsRetryPolicy:
     """How many times, and how long apart, a request is tried.
@@ -98,6 +143,7 @@ class EachlabsRetryPolicy:
     :param wait_min: the first backoff, and the width of the random jitter added to every backoff (seconds).
     :param wait_max: the cap of the backoff (a ``Retry-After`` may exceed it).
     :param max_retry_after: a ``Retry-After`` longer than this (seconds) is not waited out: the error is raised.
+    :param deadline: absolute Unix time: no retry whose wait would end past it (see :class:`RequestBounds`).
     :param sleep: how the sync path sleeps (tests pass a recorder).
     :param async_sleep: how the async path sleeps (tests pass a recorder).
     """
@@ -106,6 +152,7 @@ class EachlabsRetryPolicy:
     wait_min: float = 1.0
     wait_max: float = 60.0
     max_retry_after: float = 300.0
+    deadline: float | None = None
     sleep: Callable[[float], None] = field(default=time.sleep, repr=False, compare=False)
     async_sleep: Callable[[float], Awaitable[None]] = field(default=asyncio.sleep, repr=False, compare=False)
 
@@ -133,8 +180,11 @@ class EachlabsRetryPolicy:
                 wait,
             )
 
+        stop = tenacity.stop_after_attempt(self.max_attempts) | stop_on_long_retry_after(self.max_retry_after)
+        if self.deadline is not None:
+            stop = stop | stop_before_deadline(self.deadline)
         return {
-            "stop": tenacity.stop_after_attempt(self.max_attempts) | stop_on_long_retry_after(self.max_retry_after),
+            "stop": stop,
             "wait": self.wait(),
             "retry": tenacity.retry_if_exception(lambda error: is_retryable(error, create=create)),
             "before_sleep": log_retry,
@@ -153,3 +203,7 @@ class EachlabsRetryPolicy:
     def async_retrying(self, *, create: bool, description: str, logger: logging.Logger | Any) -> tenacity.AsyncRetrying:
         """The async counterpart of :meth:`retrying`, with the same rules."""
         return tenacity.AsyncRetrying(sleep=self.async_sleep, **self._arguments(create, description, logger))
+
+
+#: No bounds beyond the policy's own: the default of a request.
+UNBOUNDED = RequestBounds()

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow_runway.operators.prediction import EachlabsPredictionOperator
+from airflow.sdk.exceptions import AirflowFailException
+
+from airflow_runway.operators.prediction import BaseEachlabsPredictionOperator, PredictionRequest
 from airflow_runway.runway_input import (
     EACHLABS_MODEL,
     EACHLABS_VERSION,
@@ -17,7 +19,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context, ObjectStoragePath
 
 
-class RunwayGenerateVideoOperator(EachlabsPredictionOperator):
+class RunwayGenerateVideoOperator(BaseEachlabsPredictionOperator):
     """Generate a video with Runway (Eachlabs model ``runway``) and return its URL.
 
     .. code-block:: python
@@ -30,7 +32,8 @@ class RunwayGenerateVideoOperator(EachlabsPredictionOperator):
         )
 
     Every parameter is checked before the paid request is sent; a bad value fails the task at once (no
-    retries), naming the field, the value and what is allowed. See :class:`EachlabsPredictionOperator` for
+    retries), naming the field, the value and what is allowed. A prediction that succeeds without an output URL
+    fails the task. See :class:`~airflow_runway.operators.prediction.BaseEachlabsPredictionOperator` for
     the shared parameters (``eachlabs_conn_id``, ``deferrable``, ``poll_interval``, ``timeout``,
     ``wait_for_completion``, ``cancel_on_kill``) and the return value.
 
@@ -50,17 +53,19 @@ class RunwayGenerateVideoOperator(EachlabsPredictionOperator):
     """
 
     template_fields: Sequence[str] = (
-        *EachlabsPredictionOperator.template_fields,
         "prompt_text",
         "prompt_image",
-        "runway_model",
+        "model",
         "ratio",
         "duration",
         "watermark",
         "seed",
         "extra_input",
         "image_conn_id",
+        "eachlabs_version",
+        "webhook_url",
     )
+    template_fields_renderers = {"extra_input": "json"}
 
     def __init__(
         self,
@@ -77,27 +82,35 @@ class RunwayGenerateVideoOperator(EachlabsPredictionOperator):
         eachlabs_version: str = EACHLABS_VERSION,
         **kwargs: Any,
     ) -> None:
-        super().__init__(model=EACHLABS_MODEL, version=eachlabs_version, input={}, **kwargs)
+        super().__init__(**kwargs)
         self.prompt_text = prompt_text
         self.prompt_image = prompt_image
-        # ``model`` is the Eachlabs model ("runway") on the base class; this is Runway's own model name.
-        self.runway_model = model
+        self.model = model
         self.ratio = ratio
         self.duration = duration
         self.watermark = watermark
         self.seed = seed
         self.extra_input = extra_input
         self.image_conn_id = image_conn_id
+        self.eachlabs_version = eachlabs_version
 
-    def build_input(self, context: Context) -> dict[str, Any]:
+    def build_request(self, context: Context) -> PredictionRequest:
         image = resolve_prompt_image(self.prompt_image, self.image_conn_id or None) if self.prompt_image else None
-        return build_runway_input(
+        payload = build_runway_input(
             prompt_text=self.prompt_text,
             prompt_image=image,
-            model=self.runway_model,
+            model=self.model,
             ratio=self.ratio,
             duration=self.duration,
             watermark=self.watermark,
             seed=self.seed,
             extra_input=self.extra_input,
         )
+        return PredictionRequest(EACHLABS_MODEL, self.eachlabs_version, payload)
+
+    def check_result(self, result: dict[str, Any]) -> None:
+        if not result.get("video_url"):
+            raise AirflowFailException(
+                f"Prediction {result.get('prediction_id')} succeeded but its output holds no video URL "
+                f"(outputs: {result.get('outputs')!r}); look it up in the Eachlabs console"
+            )

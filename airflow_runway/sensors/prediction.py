@@ -15,7 +15,7 @@ from airflow_runway.events import EventStatus, event_for_prediction, result_from
 from airflow_runway.exceptions import EachlabsTransientError
 from airflow_runway.hooks.eachlabs import EachlabsHook
 from airflow_runway.links import VIDEO_URL_XCOM_KEY, RunwayVideoLink
-from airflow_runway.operators.prediction import DEFER_TIMEOUT_MARGIN
+from airflow_runway.operators.prediction import DEFAULT_DEFERRABLE, DEFER_TIMEOUT_MARGIN
 from airflow_runway.triggers.prediction import EachlabsPredictionTrigger
 
 if TYPE_CHECKING:
@@ -25,14 +25,15 @@ if TYPE_CHECKING:
 class EachlabsPredictionSensor(BaseSensorOperator):
     """Wait until a prediction finishes; return the same result dict as the generation operators.
 
-    Deferrable by default: the wait runs in the triggerer with the same trigger as the operators. The sensor
-    does not own the prediction, so it never cancels it (not on timeout, not on kill). A failed or cancelled
-    prediction fails the task with the API's message.
+    Deferrable by default: it reads the prediction once and, unless it has already finished, waits in the
+    triggerer with the same trigger as the operators. The sensor does not own the prediction, so it never cancels
+    it (not on timeout, not on kill). A failed or cancelled prediction fails the task with the API's message.
 
     :param prediction_id: the prediction to wait for (templated), e.g.
         ``"{{ ti.xcom_pull(task_ids='submit', key='prediction_id') }}"``.
     :param eachlabs_conn_id: the Eachlabs connection.
-    :param deferrable: wait in the triggerer (default) instead of poking from a worker.
+    :param deferrable: wait in the triggerer instead of poking from a worker; ``True`` unless the deployment
+        sets Airflow's ``[operators] default_deferrable``.
     :param max_poll_interval: in deferrable mode, the cap the poll gap backs off toward from ``poke_interval``.
     """
 
@@ -44,7 +45,7 @@ class EachlabsPredictionSensor(BaseSensorOperator):
         *,
         prediction_id: str,
         eachlabs_conn_id: str = EachlabsHook.default_conn_name,
-        deferrable: bool = True,
+        deferrable: bool = DEFAULT_DEFERRABLE,
         max_poll_interval: float = 60.0,
         **kwargs: Any,
     ) -> None:
@@ -62,6 +63,10 @@ class EachlabsPredictionSensor(BaseSensorOperator):
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
             return super().execute(context)
+        # Airflow's convention for deferrable sensors: check first, so a finished prediction costs no deferral.
+        done = self.poke(context)
+        if isinstance(done, PokeReturnValue) and done.is_done:
+            return done.xcom_value
         started_at = time.time()
         self.defer(
             trigger=EachlabsPredictionTrigger(

@@ -21,7 +21,9 @@ class EachlabsPredictionTrigger(BaseTrigger):
     triggerer restart or two HA triggerers running it at once cannot cost a second video. All triggers of one
     connection in a triggerer process share one HTTP connection pool and one request budget (see
     :class:`~airflow_runway.hooks.eachlabs.EachlabsHook`). It yields exactly one event, then returns; transient
-    faults never escape ``run()``: it keeps polling until the deadline.
+    faults never escape ``run()``: it keeps polling until the deadline, and any other exception becomes an error
+    event. Every request is bounded by the deadline; at the deadline it reads the status once more (a finished
+    video is returned, not cancelled), then cancels with one short attempt.
 
     :param prediction_id: the prediction to wait for.
     :param eachlabs_conn_id: the Eachlabs connection (only its id is serialized, never the key).
@@ -81,27 +83,44 @@ class EachlabsPredictionTrigger(BaseTrigger):
             self.log,
         )
         try:
-            while not watch.expired:
-                retry_after: float | None = None
-                try:
-                    event = watch.observe(await hook.aget_prediction_state(self.prediction_id))
-                except EachlabsPermanentError as error:
-                    event = watch.error_event(error)
-                except EachlabsError as error:
-                    watch.transient_error(error)
-                    retry_after, event = error.retry_after, None
-                if event is not None:
-                    yield TriggerEvent(event)
-                    return
-                await asyncio.sleep(watch.next_delay(retry_after))
-            cancelled = self.cancel_on_timeout and await self._cancel(hook, "the deadline passed")
-            yield TriggerEvent(watch.timeout_event(cancelled))
+            event = await self._wait(hook, watch)
+        except Exception as error:
+            # Nothing but cancellation escapes: a missing connection, a bad extra or a client bug becomes an
+            # error event, and the task fails with its message instead of the triggerer's traceback.
+            self.log.exception("Waiting for prediction %s failed", self.prediction_id)
+            event = watch.error_event(error)
         finally:
             await hook.aclose()
+        yield TriggerEvent(event)
+
+    async def _wait(self, hook: EachlabsHook, watch: PredictionWatch) -> dict[str, Any]:
+        while not watch.expired:
+            retry_after: float | None = None
+            try:
+                event = watch.observe(await hook.aget_prediction_state(self.prediction_id, deadline=self.deadline))
+            except EachlabsPermanentError as error:
+                event = watch.error_event(error)
+            except EachlabsError as error:
+                watch.transient_error(error)
+                retry_after, event = error.retry_after, None
+            if event is not None:
+                return event
+            await asyncio.sleep(watch.next_delay(retry_after))
+        # One more read before cancelling: a video that finished in the last poll gap, or while the triggerer
+        # was down past the deadline, is returned, never cancelled.
+        try:
+            event = watch.observe(await hook.aget_prediction_state(self.prediction_id, once=True))
+        except EachlabsError as error:
+            watch.final_read_failed(error)
+            event = None
+        if event is not None:
+            return event
+        cancelled = self.cancel_on_timeout and await self._cancel(hook, "the deadline passed")
+        return watch.timeout_event(cancelled)
 
     async def _cancel(self, hook: EachlabsHook, reason: str) -> bool:
         try:
-            await hook.acancel_prediction(self.prediction_id)
+            await hook.acancel_prediction(self.prediction_id, once=True)
         except EachlabsError as error:
             self.log.warning("Could not cancel prediction %s (%s): %s", self.prediction_id, reason, error)
             return False

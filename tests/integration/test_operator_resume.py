@@ -1,7 +1,9 @@
-"""A new try resumes the prediction an earlier try created, through ``task_state_store`` (Airflow >= 3.3).
+"""The create-or-resume rules (airflow_runway/ledger.py) through the real operator, hook and emulator.
 
-The store and the task instance here are minimal stand-ins for Airflow's (same methods); the operator, hook and
-emulator are real. The DAG-level retry (a real store, a real second try) is in tests/e2e/test_generation_dags.py.
+The store and the task instance are minimal stand-ins for Airflow's ``TaskStateStoreAccessor`` and task instance
+(the same methods), so that a test can put the record in any state a crash could leave it in, or make a write
+fail. Every test counts the emulator's create requests. The same rules with Airflow's real store and real
+retries are in tests/e2e/test_spend_safety.py.
 """
 
 from __future__ import annotations
@@ -12,17 +14,27 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
 
-from airflow_runway.operators.prediction import PREDICTION_STATE_KEY
+from airflow_runway.exceptions import EachlabsCreateUncertainError
+from airflow_runway.ledger import PREDICTION_STATE_KEY
 from airflow_runway.operators.runway import RunwayGenerateVideoOperator
 
 pytestmark = pytest.mark.integration
 
 
 class Store(dict):
-    """The subset of ``TaskStateStoreAccessor`` the operator uses."""
+    """The subset of ``TaskStateStoreAccessor`` the ledger uses; ``fail_on`` makes writes of that state raise."""
+
+    def __init__(self, fail_on: str | None = None) -> None:
+        super().__init__()
+        self.fail_on = fail_on
 
     def set(self, key: str, value: Any) -> None:
+        if self.fail_on is not None and value.get("state") == self.fail_on:
+            raise RuntimeError("the API server is unreachable")
         self[key] = value
+
+    def delete(self, key: str) -> None:
+        self.pop(key, None)
 
 
 class TaskInstance:
@@ -34,15 +46,15 @@ class TaskInstance:
 
 
 def operator(**kwargs: Any) -> RunwayGenerateVideoOperator:
-    return RunwayGenerateVideoOperator(
-        task_id="generate", prompt_text="a lighthouse", duration=5, poll_interval=0.05, **kwargs
-    )
+    kwargs.setdefault("prompt_text", "a lighthouse")
+    return RunwayGenerateVideoOperator(task_id="generate", duration=5, poll_interval=0.05, **kwargs)
 
 
 def first_try(store: Store) -> str:
     """Run a try up to its deferral, as a worker would, and return the prediction it created."""
     with pytest.raises(TaskDeferred):
         operator().execute({"ti": TaskInstance(), "task_state_store": store})
+    assert store[PREDICTION_STATE_KEY]["state"] == "created"
     return store[PREDICTION_STATE_KEY]["prediction_id"]
 
 
@@ -65,7 +77,7 @@ def test_a_running_prediction_is_resumed(emulator, eachlabs_connection):
     assert emulator.stats()["creates"] == 1
 
 
-def test_a_succeeded_prediction_is_returned_without_waiting(emulator, eachlabs_connection):
+def test_a_succeeded_prediction_is_returned_without_waiting_and_the_record_closed(emulator, eachlabs_connection):
     store = Store()
     pid = first_try(store)
     wait_for(emulator, pid, "success")
@@ -73,6 +85,38 @@ def test_a_succeeded_prediction_is_returned_without_waiting(emulator, eachlabs_c
     result = operator().execute({"ti": ti, "task_state_store": store})  # no deferral: already done
     assert result["prediction_id"] == pid and result["status"] == "succeeded"
     assert ti.xcoms["video_url"] == result["video_url"]
+    assert emulator.stats()["creates"] == 1
+    assert PREDICTION_STATE_KEY not in store  # point 7: a clear after success makes a new video
+
+
+def test_a_clear_after_success_creates_a_new_prediction(emulator, eachlabs_connection):
+    """Point 7: the deferred path closes the record in execute_complete; the next run of the task creates."""
+    store = Store()
+    pid = first_try(store)
+    wait_for(emulator, pid, "success")
+    op = operator()
+    event = {"status": "success", "prediction_id": pid, "message": "done", "prediction": emulator_result(emulator, pid)}
+    op.execute_complete({"ti": TaskInstance(), "task_state_store": store}, event)
+    assert PREDICTION_STATE_KEY not in store
+    second = first_try(store)  # the user's clear
+    assert second != pid
+    assert emulator.stats()["creates"] == 2
+
+
+def emulator_result(emulator: Any, pid: str) -> dict[str, Any]:
+    url = f"{emulator.url}/v1/outputs/{pid}.mp4"
+    return {"prediction_id": pid, "status": "succeeded", "video_url": url, "outputs": [url], "metrics": {}}
+
+
+def test_a_crash_during_the_resume_still_resumes(emulator, eachlabs_connection):
+    """Point 7's other half: the record stays until a try succeeds, so a try killed while resuming resumes again."""
+    emulator.configure(duration=600, speed=1)
+    store = Store()
+    pid = first_try(store)
+    for _ in range(2):  # two tries that resume and are then killed in the triggerer (never reach _finish)
+        with pytest.raises(TaskDeferred) as deferred:
+            operator().execute({"ti": TaskInstance(), "task_state_store": store})
+        assert deferred.value.trigger.prediction_id == pid
     assert emulator.stats()["creates"] == 1
 
 
@@ -87,18 +131,115 @@ def test_a_failed_or_cancelled_prediction_is_replaced(emulator, eachlabs_connect
     assert emulator.stats()["creates"] == 2
 
 
-def test_changed_input_is_a_new_prediction(emulator, eachlabs_connection):
+def test_changed_input_cancels_the_running_prediction_before_creating(emulator, eachlabs_connection):
+    """Point 4: the earlier try's prediction is not left running (and billed) when the input changed."""
     emulator.configure(duration=600, speed=1)
     store = Store()
+    pid = first_try(store)
+    with pytest.raises(TaskDeferred) as deferred:
+        operator(prompt_text="another prompt").execute({"ti": TaskInstance(), "task_state_store": store})
+    assert deferred.value.trigger.prediction_id != pid
+    assert emulator.prediction(pid)["status"] == "cancelled"
+    stats = emulator.stats()
+    assert (stats["creates"], stats["cancels"]) == (2, 1)
+
+
+def test_a_creating_record_without_an_id_refuses_without_any_request_then_a_clear_creates(
+    emulator, eachlabs_connection
+):
+    """Point 2: the worker died between the POST and recording the id: no blind POST, no retries."""
+    store = Store()
+    store.set(PREDICTION_STATE_KEY, {"state": "creating", "fingerprint": "whatever"})
+    with pytest.raises(EachlabsCreateUncertainError, match="may exist.*Eachlabs console.*Clear the task"):
+        operator().execute({"ti": TaskInstance(), "task_state_store": store})
+    assert emulator.stats()["requests"] == 0
+    assert PREDICTION_STATE_KEY not in store  # so the user's clear creates anew
     first_try(store)
-    changed = RunwayGenerateVideoOperator(task_id="generate", prompt_text="another prompt", duration=5)
-    with pytest.raises(TaskDeferred):
-        changed.execute({"ti": TaskInstance(), "task_state_store": store})
-    assert emulator.stats()["creates"] == 2
+    assert emulator.stats()["creates"] == 1
+
+
+def test_the_intent_is_recorded_before_the_request(emulator, eachlabs_connection):
+    """Point 2: while the create is in flight the record says "creating" (seen by the server-side slow fault)."""
+    emulator.configure(duration=600, speed=1)
+    seen: list[Any] = []
+
+    class Watching(Store):
+        def set(self, key: str, value: Any) -> None:
+            seen.append((dict(value), emulator.stats()["create_requests"]))
+            super().set(key, value)
+
+    first_try(Watching())
+    assert [(record["state"], creates) for record, creates in seen] == [("creating", 0), ("created", 1)]
+
+
+def test_a_failed_intent_write_sends_nothing(emulator, eachlabs_connection):
+    with pytest.raises(RuntimeError, match="unreachable"):
+        operator().execute({"ti": TaskInstance(), "task_state_store": Store(fail_on="creating")})
+    assert emulator.stats()["requests"] == 0
+
+
+def test_a_failed_bookkeeping_write_after_the_create_still_waits_for_it(emulator, eachlabs_connection):
+    """Point 3: recording the id fails: log it, push the id, defer on that prediction; never pay again."""
+    emulator.configure(duration=600, speed=1)
+    store = Store(fail_on="created")
+    ti = TaskInstance()
+    with pytest.raises(TaskDeferred) as deferred:
+        operator().execute({"ti": ti, "task_state_store": store})
+    (prediction,) = emulator.predictions()
+    assert deferred.value.trigger.prediction_id == prediction["id"] == ti.xcoms["prediction_id"]
+    assert emulator.stats()["creates"] == 1
+    # The record still says "creating": a later try refuses rather than paying for a second video.
+    with pytest.raises(EachlabsCreateUncertainError):
+        operator().execute({"ti": TaskInstance(), "task_state_store": store})
+    assert emulator.stats()["creates"] == 1
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"kind": "slow_after_create", "delay": 3},  # read timeout after the server created it
+        {"kind": "reset_after_create"},
+        {"kind": "http", "status": 500},
+        {"kind": "http", "status": 502},
+        {"kind": "http", "status": 504},
+        {"kind": "malformed_json_object", "body": {"status": "success"}},
+    ],
+)
+def test_an_uncertain_create_fails_without_retries_and_is_never_resent(emulator, monkeypatch, fault):
+    """Point 1: the outcome is unknown: AirflowFailException (no Airflow retries), record removed, 1 request."""
+    import json
+
+    conn = {"conn_type": "eachlabs", "host": emulator.url, "password": emulator.api_key, "extra": {"timeout": 1}}
+    monkeypatch.setenv("AIRFLOW_CONN_EACHLABS_DEFAULT", json.dumps(conn))
+    emulator.inject(route="create", **fault)
+    store = Store()
+    with pytest.raises(EachlabsCreateUncertainError, match="outcome is unknown.*may exist"):
+        operator().execute({"ti": TaskInstance(), "task_state_store": store})
+    assert emulator.stats()["create_requests"] == 1
+    assert PREDICTION_STATE_KEY not in store
+
+
+def test_a_create_that_provably_created_nothing_keeps_airflow_retries(emulator, monkeypatch):
+    """A 429 left after the hook's attempts: nothing was created, so the error stays retryable, record removed."""
+    import json
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from airflow_runway.exceptions import EachlabsRateLimitError
+
+    conn = {"conn_type": "eachlabs", "host": emulator.url, "password": emulator.api_key, "extra": {"max_attempts": 1}}
+    monkeypatch.setenv("AIRFLOW_CONN_EACHLABS_DEFAULT", json.dumps(conn))
+    emulator.inject(route="create", kind="http", status=429)
+    store = Store()
+    with pytest.raises(EachlabsRateLimitError) as raised:
+        operator().execute({"ti": TaskInstance(), "task_state_store": store})
+    assert not isinstance(raised.value, AirflowFailException)
+    assert emulator.stats()["creates"] == 0
+    assert PREDICTION_STATE_KEY not in store
 
 
 def test_without_task_state_store_each_try_creates(emulator, eachlabs_connection):
-    """Airflow 3.1/3.2: no store in the context, so the documented limit applies."""
+    """Airflow 3.2: no store in the context, so the documented limit applies."""
     for _ in range(2):
         with pytest.raises(TaskDeferred):
             operator().execute({"ti": TaskInstance()})

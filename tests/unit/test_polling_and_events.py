@@ -5,11 +5,15 @@ from __future__ import annotations
 import logging
 
 import pytest
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_runway.events import event_for_prediction, result_from_event, timeout_event
-from airflow_runway.exceptions import EachlabsPredictionFailedError
-from airflow_runway.models import parse_prediction
+from airflow_runway.exceptions import (
+    EachlabsPredictionFailedError,
+    EachlabsPredictionRejectedError,
+    EachlabsPredictionTimeoutError,
+)
+from airflow_runway.models import is_retryable_failure, parse_prediction
 from airflow_runway.polling import PollSchedule, PredictionWatch
 
 
@@ -71,10 +75,47 @@ def test_failed_event_fails_without_retries_and_keeps_the_api_message():
     assert info.value.error_code == "SAFETY.INPUT"
 
 
-def test_cancelled_event_fails_and_timeout_is_retryable():
+def test_cancelled_and_timeout_events_fail_without_retries():
+    """Point 5: a timed-out task must not retry (each retry could be another billed video)."""
     cancelled = parse_prediction({"id": "p1", "status": "canceled"})
     with pytest.raises(AirflowFailException, match="cancelled"):
         result_from_event(event_for_prediction(cancelled, 3.0))
-    with pytest.raises(AirflowException, match=r"p9 did not finish within the timeout \(61s elapsed\)") as info:
+    with pytest.raises(
+        EachlabsPredictionTimeoutError, match=r"p9 did not finish within the timeout \(61s elapsed\); cancelled it"
+    ) as info:
         result_from_event(timeout_event("p9", 61.2, cancelled=True))
-    assert not isinstance(info.value, AirflowFailException)
+    assert isinstance(info.value, AirflowFailException)
+    assert "without retries" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("code", "retryable"),
+    [
+        ("WORKER_LOST", True),
+        ("EXECUTION_TIMEOUT", True),
+        ("PROVIDER_RATE_LIMIT", True),
+        ("worker_lost", True),
+        ("INPUT_VALIDATION_ERROR", False),
+        ("PROVIDER_REJECTED", False),
+        ("SAFETY.INPUT.TEXT", False),
+        ("SOMETHING_NEW", False),
+        (None, False),
+    ],
+)
+def test_failure_codes_split_retryable_from_final(code, retryable):
+    """Point 6: infrastructure failures keep the task's retries; input, content and unknown ones do not."""
+    output = {"error_code": code, "error_message": "it failed"} if code else None
+    prediction = parse_prediction({"id": "p1", "status": "error", "output": output, "logs": "it failed"})
+    with pytest.raises(EachlabsPredictionFailedError, match="it failed") as info:
+        result_from_event(event_for_prediction(prediction, 3.0))
+    assert isinstance(info.value, AirflowFailException) is not retryable
+    assert isinstance(info.value, EachlabsPredictionRejectedError) is not retryable
+    assert is_retryable_failure(code) is retryable
+
+
+def test_a_failure_with_a_code_but_no_message_keeps_the_reason_from_logs():
+    """Point 15: ``{"error_code": ...}`` without a message: the reason in ``logs`` is kept."""
+    prediction = parse_prediction(
+        {"id": "p1", "status": "failed", "output": {"error_code": "PROVIDER_REJECTED"}, "logs": "nsfw frame 3"}
+    )
+    assert (prediction.error_code, prediction.error_message) == ("PROVIDER_REJECTED", "nsfw frame 3")

@@ -1,0 +1,209 @@
+"""The create-or-resume decision: one task, one paid prediction, unless a user asks for another.
+
+Every create is a paid video. A generation task keeps one record in Airflow's ``task_state_store`` (Airflow >= 3.3;
+it survives retries and clears), under :data:`PREDICTION_STATE_KEY`, and :class:`PredictionLedger` alone reads and
+writes it. The rules, in the order a try meets them:
+
+1. **Intent before the request.** Before the create is sent the record says ``creating`` with the input's
+   fingerprint; if that write fails, nothing is sent. Right after the create it says ``created`` with the id.
+2. **A create whose outcome is unknown is never sent again.** A read timeout or reset after the body was sent,
+   a 500/502/504, or a malformed 2xx may have created a prediction: the task fails without Airflow retries
+   (:class:`~airflow_runway.exceptions.EachlabsCreateUncertainError`), saying so, and the record is removed, so
+   that a user's clear (the explicit "run it again") creates anew. A create that provably created nothing (429,
+   503, connection refused) or was rejected (400, 401, 402) removes the record and raises its own error.
+3. **A try that finds ``creating`` without an id** (the worker died between the request and the bookkeeping)
+   fails the same way, without sending anything, and removes the record.
+4. **Bookkeeping never costs a second video.** If recording the new id fails, the try logs it and goes on
+   waiting for that prediction; the id is in XCom all the same. (A later try then finds ``creating`` and refuses:
+   rule 3.)
+5. **Resume.** A try that finds ``created`` with the same input reads that prediction: still running, it waits
+   for it; succeeded, it returns it at once; failed, cancelled or gone, it creates a new one (a failure reaches a
+   new try only when its code is retryable or a user cleared the task).
+6. **Input changed between tries** (a prompt templated with the try's start time, a re-encoded image): the
+   earlier prediction, if still running, is cancelled (best effort, logged) before the new one is created; an
+   earlier succeeded one is left as it is (its id is logged) and not returned for the new input.
+7. **Success closes the record.** Once a try has succeeded the record is removed, so clearing a succeeded task
+   makes a new video instead of returning the old one. Until then (a crash while resuming) it still resumes.
+
+Without a ``task_state_store`` (Airflow 3.2) there is no record: rule 2 still holds, and each new try creates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from airflow_runway.exceptions import EachlabsCreateUncertainError, EachlabsError, EachlabsNotFoundError
+from airflow_runway.hooks.eachlabs import EachlabsHook
+from airflow_runway.hooks.retry import is_retryable
+from airflow_runway.models import Prediction, PredictionStatus
+
+#: The ``task_state_store`` key of a generation task's record.
+PREDICTION_STATE_KEY = "eachlabs_prediction"
+CREATING = "creating"
+CREATED = "created"
+
+_MAY_EXIST = (
+    "A prediction may exist and be billed. Check the Eachlabs console (https://console.eachlabs.ai) before "
+    "running again; the task was failed without retries so that it does not pay twice. Clear the task to create "
+    "a new prediction."
+)
+
+
+class TaskStateStore(Protocol):
+    """What the ledger uses of Airflow's ``TaskStateStoreAccessor`` (``context["task_state_store"]``)."""
+
+    def get(self, key: str, default: Any = None) -> Any: ...
+
+    def set(self, key: str, value: Any) -> None: ...
+
+    def delete(self, key: str) -> None: ...
+
+
+def input_fingerprint(model: str, version: str, payload: Mapping[str, Any]) -> str:
+    """The identity of a request's input: equal fingerprints mean the same video was asked for."""
+    return hashlib.sha256(json.dumps([model, version, payload], sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a try waits for: the prediction's id, and the prediction itself when it has already succeeded."""
+
+    prediction_id: str
+    succeeded: Prediction | None = None
+    created: bool = False
+
+
+class PredictionLedger:
+    """The task's record of the prediction it paid for, and the rules above.
+
+    :param store: ``context.get("task_state_store")``; ``None`` before Airflow 3.3.
+    :param log: the task's logger.
+    """
+
+    def __init__(self, store: TaskStateStore | None, log: logging.Logger | Any) -> None:
+        self.store = store
+        self.log = log
+
+    def resume_or_create(self, hook: EachlabsHook, fingerprint: str, create: Callable[[], str]) -> Decision:
+        """Apply the rules: return the earlier try's prediction to resume, or call ``create`` once.
+
+        :param hook: reads (and, when the input changed, cancels) an earlier try's prediction.
+        :param fingerprint: :func:`input_fingerprint` of this try's input.
+        :param create: sends the create request and returns the new prediction's id.
+        :raises EachlabsCreateUncertainError: when a prediction may exist that this try cannot know the id of.
+        """
+        record = self._record()
+        if record is not None:
+            resumed = self._resume(hook, record, fingerprint)
+            if resumed is not None:
+                return resumed
+        self._write({"state": CREATING, "fingerprint": fingerprint})  # raises: nothing was sent
+        try:
+            prediction_id = create()
+        except EachlabsError as error:
+            self._forget()
+            if error.transient and not is_retryable(error, create=True):
+                raise EachlabsCreateUncertainError(
+                    f"The create request's outcome is unknown ({error}). {_MAY_EXIST}"
+                ) from error
+            raise  # provably nothing was created, or the API refused: the error says which
+        # Any other exception (the task killed or timed out mid-request) leaves "creating": rule 3.
+        try:
+            self._write({"state": CREATED, "fingerprint": fingerprint, "prediction_id": prediction_id})
+        except Exception:
+            self.log.exception(
+                "Could not record prediction %s in task_state_store; waiting for it in this try all the same "
+                "(a later try of this task will refuse to create another)",
+                prediction_id,
+            )
+        return Decision(prediction_id, created=True)
+
+    def succeeded(self) -> None:
+        """Close the record after a successful try, so that a clear makes a new video (rule 7).
+
+        A failure is logged, not raised: the result stands, and a record left behind at worst makes a later try
+        resume or refuse, never pay twice.
+        """
+        if self.store is None:
+            return
+        try:
+            self.store.delete(PREDICTION_STATE_KEY)
+        except Exception:
+            self.log.exception("Could not remove the prediction record from task_state_store")
+
+    # ---- the rules --------------------------------------------------------------------------------------------
+
+    def _resume(self, hook: EachlabsHook, record: Mapping[str, Any], fingerprint: str) -> Decision | None:
+        prediction_id = record.get("prediction_id")
+        if record.get("state") == CREATING or not prediction_id:
+            self._forget()
+            raise EachlabsCreateUncertainError(
+                f"An earlier try of this task sent a create request and stopped before it recorded the "
+                f"prediction's id. {_MAY_EXIST}"
+            )
+        earlier = self._read(hook, str(prediction_id))
+        if earlier is None:
+            return None
+        same_input = record.get("fingerprint") == fingerprint
+        if same_input and earlier.status is PredictionStatus.PENDING:
+            self.log.info("Resuming prediction %s of an earlier try (%s)", earlier.id, earlier.raw_status)
+            return Decision(earlier.id)
+        if same_input and earlier.status is PredictionStatus.SUCCEEDED:
+            self.log.info("Prediction %s of an earlier try has succeeded: returning it", earlier.id)
+            return Decision(earlier.id, succeeded=earlier)
+        if same_input:
+            self.log.info(
+                "Prediction %s of an earlier try ended %s: creating a new one", earlier.id, earlier.raw_status
+            )
+        elif earlier.status is PredictionStatus.PENDING:
+            self.log.warning(
+                "The input changed since the earlier try: cancelling its prediction %s before creating a new one",
+                earlier.id,
+            )
+            self._cancel(hook, earlier.id)
+        else:
+            self.log.info(
+                "The input changed since the earlier try, whose prediction %s ended %s: creating a new one",
+                earlier.id,
+                earlier.raw_status,
+            )
+        return None
+
+    def _read(self, hook: EachlabsHook, prediction_id: str) -> Prediction | None:
+        """The earlier prediction, or ``None`` when it no longer exists. Other errors propagate: not knowing
+        whether it still runs, this try must not create."""
+        try:
+            return hook.get_prediction_state(prediction_id)
+        except EachlabsNotFoundError:
+            self.log.info("The earlier try's prediction %s no longer exists", prediction_id)
+            return None
+
+    def _cancel(self, hook: EachlabsHook, prediction_id: str) -> None:
+        try:
+            hook.cancel_prediction(prediction_id, once=True)
+        except EachlabsError as error:
+            self.log.warning("Could not cancel prediction %s (best effort): %s", prediction_id, error)
+        else:
+            self.log.info("Cancelled prediction %s", prediction_id)
+
+    # ---- the record -------------------------------------------------------------------------------------------
+
+    def _record(self) -> Mapping[str, Any] | None:
+        if self.store is None:
+            return None
+        record = self.store.get(PREDICTION_STATE_KEY)
+        return record if isinstance(record, Mapping) else None
+
+    def _write(self, record: dict[str, Any]) -> None:
+        if self.store is not None:
+            self.store.set(PREDICTION_STATE_KEY, record)
+
+    def _forget(self) -> None:
+        """Remove the record. A failure is logged, not raised: a record left behind at worst makes a later try
+        resume or refuse, never pay twice."""
+        self.succeeded()
