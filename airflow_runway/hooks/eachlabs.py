@@ -24,6 +24,7 @@ from airflow_runway.hooks.errors import (
 from airflow_runway.hooks.retry import EachlabsRetryPolicy, is_retryable
 from airflow_runway.hooks.session import SESSIONS, SharedSession
 from airflow_runway.hooks.settings import DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT, EachlabsSettings
+from airflow_runway.hooks.transport import environment_proxy, requests_session
 from airflow_runway.models import Prediction, parse_prediction
 
 T = TypeVar("T")
@@ -170,9 +171,12 @@ class EachlabsHook(BaseHook):
     # ---- sync ---------------------------------------------------------------------------------------------
 
     def get_conn(self) -> requests.Session:
-        """The hook's ``requests.Session`` (created on first use, reused by every sync call)."""
+        """The hook's ``requests.Session`` (created on first use, reused by every sync call).
+
+        It honours proxy variables and never reads ``~/.netrc`` (see :mod:`airflow_runway.hooks.transport`).
+        """
         if self._session is None:
-            self._session = requests.Session()
+            self._session = requests_session()
         return self._session
 
     def _request(
@@ -192,8 +196,15 @@ class EachlabsHook(BaseHook):
 
         def attempt() -> T:
             try:
+                # Never follow a redirect: it would carry the key to another host (a 3xx is an error, see
+                # errors.redirect_error).
                 response = session.request(
-                    method, url, json=payload, headers=settings.headers, timeout=settings.timeout
+                    method,
+                    url,
+                    json=payload,
+                    headers=settings.headers,
+                    timeout=settings.timeout,
+                    allow_redirects=False,
                 )
             except requests.RequestException as error:
                 raise connection_error_from_requests(error, secret=secret) from error
@@ -317,11 +328,14 @@ class EachlabsHook(BaseHook):
         secret = settings.api_key
         # Per socket operation, like requests' timeout: time spent queued for a pooled connection is not counted.
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=settings.timeout, sock_read=settings.timeout)
+        proxy = environment_proxy(url)
 
         async def attempt() -> T:
             await shared.limiter.acquire()
             try:
-                async with shared.session.request(method, url, headers=settings.headers, timeout=timeout) as response:
+                async with shared.session.request(
+                    method, url, headers=settings.headers, timeout=timeout, proxy=proxy, allow_redirects=False
+                ) as response:
                     body = await response.read()
             except (aiohttp.ClientError, asyncio.TimeoutError) as error:
                 raise connection_error_from_aiohttp(error, secret=secret) from error
