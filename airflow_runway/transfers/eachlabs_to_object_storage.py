@@ -122,7 +122,8 @@ class EachlabsToObjectStorageOperator(BaseOperator):
     :param allow_insecure_http: also accept plain ``http://`` source URLs from any host (and redirects to
         them). Off by default: production output URLs are ``https://``, and plain ``http://`` is then accepted
         only from a loopback host (``127.0.0.0/8``, ``::1``, ``localhost``: the bundled emulator), where no
-        network carries the bytes. Turn it on for a trusted network only.
+        network carries the bytes, and which ``allow_private_network`` must allow too. Turn it on for a trusted
+        network only.
     :param allow_private_network: allow connections to non-public addresses (private, loopback, link-local
         such as the cloud metadata service ``169.254.169.254``, unique-local IPv6), checked after DNS resolution
         for the source and every redirect. ``None`` (the default) takes ``[runway] allow_private_network`` from

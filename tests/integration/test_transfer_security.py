@@ -178,6 +178,21 @@ def test_each_redirect_hop_is_checked(emulator, tmp_path):
     assert emulator.stats()["output_requests"] == 1  # the first hop was allowed, and answered the redirect
 
 
+def test_through_a_proxy_the_name_is_checked_before_the_request(tmp_path, monkeypatch):
+    """A proxy connects for us: the source's host is checked as resolved here; the proxy itself is trusted."""
+    with RecordingServer("127.0.0.1", canned=VIDEO) as proxy:
+        for name in ("HTTP_PROXY", "http_proxy"):
+            monkeypatch.setenv(name, proxy.url)  # NO_PROXY lists 127.0.0.1, localhost and ::1 only
+        url = "http://127.0.0.5:8080/video.mp4"
+        with pytest.raises(AddressRefusedError, match=r"Refusing to connect to 127\.0\.0\.5"):
+            download(AddressPolicy.from_flag(False), url, tmp_path / "v.mp4")
+        assert proxy.received == []
+
+        assert download(AddressPolicy.from_flag(True), url, tmp_path / "v.mp4") == len(VIDEO.body)
+        (received,) = proxy.received
+        assert received.target == url  # the request went through the proxy, unchecked as a connection
+
+
 # ---- 11. no ~/.netrc in the download ----------------------------------------------------------------------------
 
 
