@@ -112,3 +112,11 @@ class EachlabsConnectionError(EachlabsTransientError):
 
 class EachlabsMalformedResponseError(EachlabsTransientError):
     """The API answered with a body that is not the JSON the contract describes."""
+
+
+class EachlabsRedirectError(EachlabsPermanentError):
+    """HTTP 3xx: the API answered with a redirect, which API requests never follow.
+
+    Following it would send the API key to whatever host the ``Location`` names; a redirect from the API's
+    address means the connection's host is wrong (or something between us and the API rewrites answers).
+    """

@@ -65,6 +65,26 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "extra-links": ["airflow_runway.links.RunwayVideoLink"],
+        "config": {
+            "runway": {
+                "description": "Settings of the airflow-runway provider.",
+                "options": {
+                    "allow_private_network": {
+                        "description": (
+                            "Whether EachlabsToObjectStorageOperator may download from non-public addresses "
+                            "(private, loopback, link-local such as 169.254.169.254, unique-local IPv6), for the "
+                            "source URL and every redirect, checked after DNS resolution. Off by default (no "
+                            "server-side request forgery); turn it on for the bundled emulator on loopback or an "
+                            "internal mirror you trust. The operator's allow_private_network argument wins over it."
+                        ),
+                        "version_added": "0.1.0",
+                        "type": "boolean",
+                        "example": "True",
+                        "default": "False",
+                    }
+                },
+            }
+        },
         "connection-types": [
             {
                 "connection-type": "eachlabs",

@@ -75,6 +75,8 @@ def main() -> int:
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{DEMO / 'airflow' / 'airflow.db'}",
             "AIRFLOW_CONN_EACHLABS_DEFAULT": json.dumps({"conn_type": "eachlabs", "host": url, "password": API_KEY}),
+            # The emulator's output URLs are on loopback, which the transfer refuses unless told otherwise.
+            "AIRFLOW__RUNWAY__ALLOW_PRIVATE_NETWORK": "True",
             # The example DAGs poll every 10 s by default; the emulated video is ready in about 4 s.
             "RUNWAY_POLL_INTERVAL": "1",
         }

@@ -188,6 +188,9 @@ class EmulatorApp:
                 response = web.Response(status=fault.status, text=text, content_type=content_type)
             response.headers.update(headers)
             return response
+        if fault.kind == "redirect":
+            await request.read()
+            return web.Response(status=fault.status, headers={"Location": fault.location})
         if fault.kind == "reset":
             await request.read()
             _drop(request, hard=True)

@@ -11,7 +11,7 @@ from typing import Any
 ROUTES = ("create", "get", "cancel", "output", "any")
 
 #: Kinds that answer (or drop) the request before the endpoint runs; valid on every route.
-EARLY_KINDS = ("http", "reset", "slow", "malformed", "malformed_json_object")
+EARLY_KINDS = ("http", "redirect", "reset", "slow", "malformed", "malformed_json_object")
 #: Kinds that act on the create itself; valid on route ``create`` only.
 CREATE_KINDS = ("reset_after_create", "slow_after_create", "fail_prediction")
 #: Kinds that alter the video download; valid on route ``output`` only.
@@ -19,9 +19,11 @@ OUTPUT_KINDS = ("truncate", "content_type")
 KINDS = EARLY_KINDS + CREATE_KINDS + OUTPUT_KINDS
 
 FAILURE_SHAPES = ("object", "string", "logs")
+REDIRECT_STATUSES = (301, 302, 303, 307, 308)
 
 _FIELDS: dict[str, frozenset[str]] = {
     "http": frozenset({"status", "retry_after", "body"}),
+    "redirect": frozenset({"status", "location"}),
     "reset": frozenset(),
     "slow": frozenset({"delay"}),
     "malformed": frozenset({"body"}),
@@ -54,6 +56,7 @@ class Fault:
     at_once: bool = False
     after_bytes: int = 0
     value: str = "text/html"
+    location: str = ""
     applied: int = field(default=0, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -111,6 +114,15 @@ def parse_fault(spec: Any) -> Fault:
             raise ValueError(f"an http fault needs a status from 400 to 599, got {status!r}")
         fault.status = status
         fault.retry_after = _number(spec, "retry_after", None)
+    if kind == "redirect":
+        status = spec.get("status", 302)
+        if status not in REDIRECT_STATUSES or isinstance(status, bool):
+            raise ValueError(f"a redirect fault's status must be one of {REDIRECT_STATUSES}, got {status!r}")
+        location = spec.get("location")
+        if not isinstance(location, str) or not location.strip():
+            raise ValueError(f"a redirect fault needs a location (the URL it redirects to), got {location!r}")
+        fault.status = status
+        fault.location = location.strip()
     if kind in ("slow", "slow_after_create"):
         fault.delay = _number(spec, "delay", None) or 0.0
         if "delay" not in spec:

@@ -24,6 +24,7 @@ from airflow_runway.hooks.errors import (
 from airflow_runway.hooks.retry import UNBOUNDED, EachlabsRetryPolicy, RequestBounds, is_retryable
 from airflow_runway.hooks.session import SESSIONS, SharedSession
 from airflow_runway.hooks.settings import DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT, EachlabsSettings
+from airflow_runway.hooks.transport import environment_proxy, requests_session
 from airflow_runway.models import Prediction, parse_prediction
 
 T = TypeVar("T")
@@ -170,9 +171,12 @@ class EachlabsHook(BaseHook):
     # ---- sync ---------------------------------------------------------------------------------------------
 
     def get_conn(self) -> requests.Session:
-        """The hook's ``requests.Session`` (created on first use, reused by every sync call)."""
+        """The hook's ``requests.Session`` (created on first use, reused by every sync call).
+
+        It honours proxy variables and never reads ``~/.netrc`` (see :mod:`airflow_runway.hooks.transport`).
+        """
         if self._session is None:
-            self._session = requests.Session()
+            self._session = requests_session()
         return self._session
 
     def _request(
@@ -193,8 +197,15 @@ class EachlabsHook(BaseHook):
 
         def attempt() -> T:
             try:
+                # Never follow a redirect: it would carry the key to another host (a 3xx is an error, see
+                # errors.redirect_error).
                 response = session.request(
-                    method, url, json=payload, headers=settings.headers, timeout=bounds.timeout(settings.timeout)
+                    method,
+                    url,
+                    json=payload,
+                    headers=settings.headers,
+                    timeout=bounds.timeout(settings.timeout),
+                    allow_redirects=False,
                 )
             except requests.RequestException as error:
                 raise connection_error_from_requests(error, secret=secret) from error
@@ -335,6 +346,7 @@ class EachlabsHook(BaseHook):
         shared = self._shared(settings)
         url = settings.base_url + path
         secret = settings.api_key
+        proxy = environment_proxy(url)
 
         async def attempt() -> T:
             limit = bounds.timeout(settings.timeout)
@@ -354,7 +366,9 @@ class EachlabsHook(BaseHook):
                     request_sent=False,
                 ) from None
             try:
-                async with shared.session.request(method, url, headers=settings.headers, timeout=timeout) as response:
+                async with shared.session.request(
+                    method, url, headers=settings.headers, timeout=timeout, proxy=proxy, allow_redirects=False
+                ) as response:
                     body = await response.read()
             except (aiohttp.ClientError, asyncio.TimeoutError) as error:
                 raise connection_error_from_aiohttp(error, secret=secret) from error

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from datetime import timezone
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import requests
@@ -30,6 +31,7 @@ from airflow_runway.exceptions import (
     EachlabsNotFoundError,
     EachlabsPaymentRequiredError,
     EachlabsRateLimitError,
+    EachlabsRedirectError,
     EachlabsServerError,
 )
 from airflow_runway.redaction import redact
@@ -123,11 +125,14 @@ def error_for_response(
     """The typed error an HTTP answer means, or ``None`` for a 2xx.
 
     400/422 invalid input, 401/403 auth, 402 payment required, 404/410 not found, any other 4xx invalid input
-    (all permanent); 429 rate limit and 5xx server error (transient, with ``retry_after`` when sent); anything
-    else (1xx/3xx) a malformed response.
+    and any 3xx redirect (all permanent: requests never follow a redirect, see :func:`redirect_error`); 429 rate
+    limit and 5xx server error (transient, with ``retry_after`` when sent); anything else (1xx) a malformed
+    response.
     """
     if 200 <= status < 300:
         return None
+    if 300 <= status < 400:
+        return redirect_error(status, headers.get("Location"), reason=reason)
     message = redact(_describe(status, reason, body), secret)
     retry_after = parse_retry_after(headers.get("Retry-After"))
     if status == 429:
@@ -146,6 +151,32 @@ def error_for_response(
     else:
         error_class = EachlabsMalformedResponseError
     return error_class(message, status_code=status, retry_after=retry_after)
+
+
+def redirect_error(status: int, location: str | None, *, reason: str = "") -> EachlabsRedirectError:
+    """The error of a 3xx answer, naming the status and the host of its ``Location`` (never its path or query).
+
+    API requests never follow redirects: that would send the API key to the host the ``Location`` names. A
+    redirect is a configuration error (the connection's host is not the API's address), so it is permanent.
+    """
+    if not reason:
+        try:
+            reason = HTTPStatus(status).phrase
+        except ValueError:
+            reason = ""
+    target = (location or "").strip()
+    if not target:
+        where = "without a Location"
+    else:
+        parts = urlsplit(target)
+        host = parts.netloc.rpartition("@")[2]
+        where = f"to host {host!r}" if host else "to another path on the same host"
+    head = f"HTTP {status} {reason}".strip()
+    return EachlabsRedirectError(
+        f"Eachlabs answered {head}, a redirect {where}. API requests never follow redirects (the API key goes "
+        "only to the configured host): set the connection's host to the API's own address.",
+        status_code=status,
+    )
 
 
 def decode_object(body: bytes, status: int, *, secret: str | None = None) -> dict[str, Any]:

@@ -39,9 +39,13 @@ def make_limiter(rate_limit_per_minute: float) -> AsyncLimiter:
 
 
 def make_session() -> aiohttp.ClientSession:
-    """The pooled, keep-alive session (call from inside the running loop that will use it)."""
+    """The pooled, keep-alive session (call from inside the running loop that will use it).
+
+    ``trust_env`` is off because it also reads ``~/.netrc``; the hook passes each request the environment's proxy
+    instead (see :mod:`airflow_runway.hooks.transport`).
+    """
     connector = aiohttp.TCPConnector(limit=POOL_SIZE, limit_per_host=POOL_SIZE, keepalive_timeout=KEEPALIVE_SECONDS)
-    session = aiohttp.ClientSession(connector=connector, trust_env=True)
+    session = aiohttp.ClientSession(connector=connector, trust_env=False)
     # aiohttp >= 3.10 silently resends a GET once after a reset; that request would bypass the rate budget and
     # the retry policy's count and log. Switched off the way aiohttp's own test client does.
     if hasattr(session, "_retry_connection"):

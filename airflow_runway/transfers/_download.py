@@ -6,16 +6,18 @@ storage writer, hashing as it goes: memory stays bounded by the chunk size plus 
 
 Checks
     Redirects are followed one by one (at most ``max_redirects``), each target checked against the URL policy
-    of :mod:`~airflow_runway.transfers._source`. The answer must be HTTP 200 with an allowed ``Content-Type``,
-    an identity ``Content-Encoding`` (a compressed body would evade the size checks, and the exact bytes are
-    stored) and no ``Content-Length`` over ``max_size_bytes``; the body is cut off as soon as it grows past
-    that bound. A body shorter than its ``Content-Length``, or empty, is a failure.
+    of :mod:`~airflow_runway.transfers._source` and connected to only at an address the
+    :mod:`~airflow_runway.transfers._network` policy allows (refused: not retried). The session honours proxy
+    variables and never reads ``~/.netrc`` (:mod:`airflow_runway.hooks.transport`). The answer must be HTTP 200
+    with an allowed ``Content-Type``, an identity ``Content-Encoding`` (a compressed body would evade the size
+    checks, and the exact bytes are stored) and no ``Content-Length`` over ``max_size_bytes``; the body is cut
+    off as soon as it grows past that bound. A body shorter than its ``Content-Length``, or empty, is a failure.
 
 Retries
     Network faults, 408/429/5xx and truncated or empty bodies raise :class:`DownloadError` and are retried
     (``max_attempts``) with capped exponential backoff plus jitter, never sooner than a ``Retry-After`` the
-    server sent (up to the cap); each attempt restarts the download into a fresh write. Everything else raises
-    :class:`DownloadRejectedError`, which is not retried.
+    server sent, in seconds or as an HTTP date (up to the cap); each attempt restarts the download into a
+    fresh write. Everything else raises :class:`DownloadRejectedError`, which is not retried.
 """
 
 from __future__ import annotations
@@ -26,14 +28,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from logging import Logger
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import requests
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
+from airflow_runway.hooks.errors import parse_retry_after
 from airflow_runway.hooks.retry import wait_retry_after
+from airflow_runway.hooks.transport import environment_proxy, requests_session
 from airflow_runway.transfers._atomic_write import AtomicWrite
 from airflow_runway.transfers._errors import DownloadError, DownloadRejectedError
+from airflow_runway.transfers._network import AddressCheckingAdapter, AddressPolicy
 from airflow_runway.transfers._source import Source, UrlSecrets, check_scheme, redact_url
 
 _PROGRESS_EVERY_BYTES = 256 * 1024**2
@@ -53,12 +58,14 @@ class SourceDownloader:
     """Downloads a source into an uncommitted :class:`AtomicWrite`, retrying transient failures.
 
     The parameters are the operator's of the same names; ``log`` is where progress and retries are logged, and
-    ``secrets`` registers each redirect target's secrets and scrubs them from network errors.
+    ``secrets`` registers each redirect target's secrets and scrubs them from network errors; ``address_policy``
+    says which addresses may be connected to.
     """
 
     log: Logger | Any
     secrets: UrlSecrets
     allow_insecure_http: bool
+    address_policy: AddressPolicy
     max_size_bytes: int
     allowed_content_types: tuple[str, ...]
     max_redirects: int
@@ -82,7 +89,10 @@ class SourceDownloader:
             before_sleep=self._log_retry,
             reraise=True,
         )
-        with requests.Session() as session:
+        with requests_session() as session:
+            adapter = AddressCheckingAdapter(self.address_policy)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
             return retrying(self._download_once, session, source, open_writer)
 
     def _download_once(
@@ -136,6 +146,7 @@ class SourceDownloader:
         for _ in range(self.max_redirects + 1):
             self.secrets.register(url)
             check_scheme(url, allow_insecure_http=self.allow_insecure_http)
+            self._check_proxied_target(url)
             try:
                 response = session.get(
                     url,
@@ -162,6 +173,17 @@ class SourceDownloader:
             url = target
         raise DownloadRejectedError(f"{source.safe_url} redirected more than max_redirects={self.max_redirects} times")
 
+    def _check_proxied_target(self, url: str) -> None:
+        """Through a proxy, check the name as resolved here (direct connections are checked as they are made)."""
+        if environment_proxy(url) is None:
+            return
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+        try:
+            self.address_policy.resolve_checked(parts.hostname or "", port)
+        except OSError as exc:
+            raise DownloadError(f"Cannot resolve {redact_url(url)}: {exc}") from None
+
     def _check_response(self, response: requests.Response) -> int | None:
         """Fail on a bad status, type or size; return the announced ``Content-Length``, if any."""
         url = redact_url(response.url)
@@ -169,7 +191,8 @@ class SourceDownloader:
         try:
             if status in (408, 429) or status >= 500:
                 raise DownloadError(
-                    f"{url} answered HTTP {status} {response.reason}", retry_after=_retry_after(response)
+                    f"{url} answered HTTP {status} {response.reason}",
+                    retry_after=parse_retry_after(response.headers.get("Retry-After")),
                 )
             if status != 200:
                 raise DownloadRejectedError(f"{url} answered HTTP {status} {response.reason}")
@@ -213,11 +236,3 @@ class SourceDownloader:
 
 def _media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
-
-
-def _retry_after(response: requests.Response) -> float | None:
-    value = response.headers.get("Retry-After", "").strip()
-    try:
-        return max(float(value), 0.0) if value else None
-    except ValueError:
-        return None

@@ -3,13 +3,16 @@
 URL policy
     Only ``https`` is fetched, or plain ``http`` from a loopback host (``127.0.0.0/8``, ``::1``, ``localhost``:
     the bundled emulator), where no network carries the bytes; ``allow_insecure_http`` accepts plain ``http``
-    from any host. The policy applies to the source and to every redirect.
+    from any host. The policy applies to the source and to every redirect. Independently, the address every hop
+    connects to must be public unless ``allow_private_network`` is on (:mod:`~airflow_runway.transfers._network`),
+    so plain ``http`` from the emulator on loopback needs that opt-in too.
 
 Secrets
     Output URLs are often signed: their query string, fragment and any ``user:password@`` are secrets. They are
     never logged, returned, stored in the sidecar or put in an error message (:func:`redact_url` is the form
     that may be), and each is registered with Airflow's secrets masker and scrubbed from the text of network
-    errors (:class:`UrlSecrets`).
+    errors (:class:`UrlSecrets`). The operator registers them as soon as its template fields are rendered,
+    before Airflow stores the rendered fields.
 """
 
 from __future__ import annotations
@@ -98,6 +101,22 @@ class Source:
         return redact_url(self.url)
 
 
+def source_urls(source: object) -> list[str]:
+    """Every output URL a source names: the string itself, or a generation result's ``video_url`` then ``outputs``."""
+    if isinstance(source, str):
+        candidates: list[Any] = [source]
+    elif isinstance(source, Mapping):
+        candidates = [source.get("video_url")]
+        outputs = source.get("outputs")
+        if isinstance(outputs, str):
+            candidates.append(outputs)
+        elif isinstance(outputs, Iterable):
+            candidates.extend(outputs)
+    else:
+        candidates = []
+    return [c.strip() for c in candidates if isinstance(c, str) and c.strip()]
+
+
 def resolve_source(source: object, *, secrets: UrlSecrets, allow_insecure_http: bool) -> Source:
     """The source of a transfer: a generation result (``video_url``, else ``outputs``) or a URL string.
 
@@ -105,29 +124,24 @@ def resolve_source(source: object, *, secrets: UrlSecrets, allow_insecure_http: 
 
     :raises DownloadRejectedError: when there is no output URL, or it fails the URL policy.
     """
-    prediction_id: str | None = None
-    if isinstance(source, str):
-        url = source.strip()
-    elif isinstance(source, Mapping):
-        raw_id = source.get("prediction_id")
-        prediction_id = str(raw_id) if raw_id not in (None, "") else None
-        candidates: list[Any] = [source.get("video_url")]
-        outputs = source.get("outputs")
-        if isinstance(outputs, str):
-            candidates.append(outputs)
-        elif isinstance(outputs, Iterable):
-            candidates.extend(outputs)
-        url = next((c.strip() for c in candidates if isinstance(c, str) and c.strip()), "")
-        if not url:
-            raise DownloadRejectedError(
-                f"The source (prediction {prediction_id}, status {source.get('status')!r}) has no output URL "
-                "in 'video_url' or 'outputs'"
-            )
-    else:
+    if not isinstance(source, (str, Mapping)):
         raise DownloadRejectedError(
             f"source must be a generation result (a dict with 'video_url'/'outputs') or a URL string, "
             f"got {type(source).__name__}"
         )
+    prediction_id: str | None = None
+    if isinstance(source, Mapping):
+        raw_id = source.get("prediction_id")
+        prediction_id = str(raw_id) if raw_id not in (None, "") else None
+    urls = source_urls(source)
+    if not urls:
+        if isinstance(source, str):
+            raise DownloadRejectedError("source is an empty URL")
+        raise DownloadRejectedError(
+            f"The source (prediction {prediction_id}, status {source.get('status')!r}) has no output URL "
+            "in 'video_url' or 'outputs'"
+        )
+    url = urls[0]
     secrets.register(url)
     check_scheme(url, allow_insecure_http=allow_insecure_http)
     return Source(url=url, prediction_id=prediction_id)

@@ -4,8 +4,10 @@ The operator ties together modules with one job each, whose docstrings hold the 
 
 * :mod:`~airflow_runway.transfers._source`: the source (a generation result or a URL) and the URL policy
   (https, or plain http from a loopback host). Output URLs are often signed: their query string (and any
-  ``user:password@``) is never logged, returned, stored in the sidecar or put in an error message, and is
-  registered with Airflow's secrets masker.
+  ``user:password@``) is never logged, returned, stored in the sidecar or the rendered template fields, or put
+  in an error message: it is registered with Airflow's secrets masker as soon as the fields are rendered.
+* :mod:`~airflow_runway.transfers._network`: the addresses a download may connect to (public ones, unless
+  ``allow_private_network``), checked after DNS resolution on the connection actually made.
 * :mod:`~airflow_runway.transfers._destination`: the object to write, named after the prediction when the
   destination is a directory.
 * :mod:`~airflow_runway.transfers._download`: the streamed download (memory bounded by the chunk size plus
@@ -29,7 +31,7 @@ Idempotency
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +43,7 @@ from airflow_runway.transfers._atomic_write import TRANSACTIONAL_PROTOCOLS, Atom
 from airflow_runway.transfers._destination import plain_uri, resolve_destination
 from airflow_runway.transfers._download import SourceDownloader
 from airflow_runway.transfers._errors import DownloadError, DownloadRejectedError
+from airflow_runway.transfers._network import AddressPolicy
 from airflow_runway.transfers._sidecar import (
     SIDECAR_SUFFIX,
     object_size,
@@ -49,11 +52,17 @@ from airflow_runway.transfers._sidecar import (
     sidecar_record,
     write_sidecar,
 )
-from airflow_runway.transfers._source import Source, UrlSecrets, redact_url, resolve_source
+from airflow_runway.transfers._source import Source, UrlSecrets, redact_url, resolve_source, source_urls
 
 if TYPE_CHECKING:
+    import jinja2
     from airflow.sdk import Context
     from fsspec import AbstractFileSystem
+
+try:
+    from airflow.sdk.configuration import conf
+except ImportError:  # pragma: no cover - task SDKs without their own configuration module
+    from airflow.configuration import conf
 
 try:
     from airflow.sdk.log import mask_secret
@@ -113,7 +122,13 @@ class EachlabsToObjectStorageOperator(BaseOperator):
     :param allow_insecure_http: also accept plain ``http://`` source URLs from any host (and redirects to
         them). Off by default: production output URLs are ``https://``, and plain ``http://`` is then accepted
         only from a loopback host (``127.0.0.0/8``, ``::1``, ``localhost``: the bundled emulator), where no
-        network carries the bytes. Turn it on for a trusted network only.
+        network carries the bytes, and which ``allow_private_network`` must allow too. Turn it on for a trusted
+        network only.
+    :param allow_private_network: allow connections to non-public addresses (private, loopback, link-local
+        such as the cloud metadata service ``169.254.169.254``, unique-local IPv6), checked after DNS resolution
+        for the source and every redirect. ``None`` (the default) takes ``[runway] allow_private_network`` from
+        the worker's Airflow configuration (default ``False``); turn it on for the bundled emulator or an
+        internal mirror you trust.
     :param max_size_bytes: the largest body accepted (default 2 GiB). A larger ``Content-Length``, or a body
         that grows past it while streaming, fails the task with nothing written.
     :param allowed_content_types: the ``Content-Type`` media types accepted, as ``fnmatch`` patterns
@@ -145,6 +160,7 @@ class EachlabsToObjectStorageOperator(BaseOperator):
         destination: str | ObjectStoragePath,
         dest_conn_id: str | None = None,
         allow_insecure_http: bool = False,
+        allow_private_network: bool | None = None,
         max_size_bytes: int = DEFAULT_MAX_SIZE_BYTES,
         allowed_content_types: Sequence[str] = ("video/*",),
         max_redirects: int = 5,
@@ -172,6 +188,7 @@ class EachlabsToObjectStorageOperator(BaseOperator):
         self.destination = destination
         self.dest_conn_id = dest_conn_id
         self.allow_insecure_http = allow_insecure_http
+        self.allow_private_network = allow_private_network
         self.max_size_bytes = max_size_bytes
         self.allowed_content_types = tuple(allowed_content_types)
         self.max_redirects = max_redirects
@@ -182,6 +199,32 @@ class EachlabsToObjectStorageOperator(BaseOperator):
         self.read_timeout = read_timeout
         self.chunk_size = chunk_size
         self.block_size = block_size
+
+    def _do_render_template_fields(
+        self,
+        parent: Any,
+        template_fields: Iterable[str],
+        context: Context,
+        jinja_env: jinja2.Environment,
+        seen_oids: set[int],
+    ) -> None:
+        """Render, then hand the source URLs' secrets to the secrets masker before Airflow stores the fields.
+
+        The task runner redacts rendered fields with the masker when it serializes them (right after rendering),
+        so a signed URL's query string is stored as ``***``. This method, unlike ``render_template_fields``, also
+        runs for mapped tasks.
+        """
+        super()._do_render_template_fields(parent, template_fields, context, jinja_env, seen_oids)
+        if parent is self:
+            secrets = UrlSecrets(mask=mask_secret)
+            for url in source_urls(self.source):
+                secrets.register(url)
+
+    def _address_policy(self) -> AddressPolicy:
+        allow = self.allow_private_network
+        if allow is None:
+            allow = conf.getboolean("runway", "allow_private_network", fallback=False)
+        return AddressPolicy.from_flag(bool(allow))
 
     def execute(self, context: Context) -> dict[str, Any]:
         # Per run: the secrets seen are run state, and the masker is the one in place when the task runs.
@@ -263,6 +306,7 @@ class EachlabsToObjectStorageOperator(BaseOperator):
             log=self.log,
             secrets=secrets,
             allow_insecure_http=self.allow_insecure_http,
+            address_policy=self._address_policy(),
             max_size_bytes=self.max_size_bytes,
             allowed_content_types=self.allowed_content_types,
             max_redirects=self.max_redirects,

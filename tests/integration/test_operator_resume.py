@@ -150,7 +150,7 @@ def test_a_creating_record_without_an_id_refuses_without_any_request_then_a_clea
     """Point 2: the worker died between the POST and recording the id: no blind POST, no retries."""
     store = Store()
     store.set(PREDICTION_STATE_KEY, {"state": "creating", "fingerprint": "whatever"})
-    with pytest.raises(EachlabsCreateUncertainError, match="may exist.*Eachlabs console.*Clear the task"):
+    with pytest.raises(EachlabsCreateUncertainError, match=r"may exist.*Eachlabs console.*Clear the task"):
         operator().execute({"ti": TaskInstance(), "task_state_store": store})
     assert emulator.stats()["requests"] == 0
     assert PREDICTION_STATE_KEY not in store  # so the user's clear creates anew
@@ -213,7 +213,7 @@ def test_an_uncertain_create_fails_without_retries_and_is_never_resent(emulator,
     monkeypatch.setenv("AIRFLOW_CONN_EACHLABS_DEFAULT", json.dumps(conn))
     emulator.inject(route="create", **fault)
     store = Store()
-    with pytest.raises(EachlabsCreateUncertainError, match="outcome is unknown.*may exist"):
+    with pytest.raises(EachlabsCreateUncertainError, match=r"outcome is unknown.*may exist"):
         operator().execute({"ti": TaskInstance(), "task_state_store": store})
     assert emulator.stats()["create_requests"] == 1
     assert PREDICTION_STATE_KEY not in store

@@ -7,6 +7,7 @@ scheduler records them, and a re-run that uploads nothing.
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from typing import Any
 
@@ -16,7 +17,7 @@ import requests
 
 from airflow_runway.transfers.eachlabs_to_object_storage import SIDECAR_SUFFIX
 from tests.fixtures.emulator import succeeded_prediction
-from tests.fixtures.runs import xcoms
+from tests.fixtures.runs import rendered_fields, xcoms
 
 pytestmark = pytest.mark.integration
 
@@ -163,3 +164,47 @@ def test_failed_download_fails_the_task_and_leaves_nothing(dag_from_source, emul
     assert s3_bucket.keys() == []
     uploads = s3_bucket.server.client().list_multipart_uploads(Bucket=s3_bucket.name).get("Uploads", [])
     assert uploads == []
+
+
+def test_a_signed_urls_query_string_is_not_in_the_rendered_fields(dag_from_source, emulator, tmp_path):
+    """The transfer's RTIF row (plain and mapped) shows the URL without its signature; the generation task's
+    return value, which the transfer reads, is the one place the signed URL lives."""
+    from airflow.utils.state import DagRunState
+
+    prediction = succeeded_prediction(emulator)
+    signature = "X-Amz-Expires=86400&X-Amz-Signature=" + uuid.uuid4().hex * 2
+    signed = {**prediction, "video_url": f"{prediction['video_url']}?{signature}", "outputs": []}
+    dag_id = f"transfer_rtif_{uuid.uuid4().hex[:8]}"
+    dag = dag_from_source(
+        dag_id,
+        f"""
+        from airflow.sdk import DAG, task
+
+        from airflow_runway.transfers.eachlabs_to_object_storage import EachlabsToObjectStorageOperator
+
+        with DAG("{dag_id}", schedule=None) as dag:
+
+            @task
+            def generate():
+                return {signed!r}
+
+            @task
+            def generate_many():
+                return [{signed!r}]
+
+            EachlabsToObjectStorageOperator(
+                task_id="store", source=generate(), destination="file://{tmp_path}/one/"
+            )
+            EachlabsToObjectStorageOperator.partial(
+                task_id="store_mapped", destination="file://{tmp_path}/many/"
+            ).expand(source=generate_many())
+        """,
+    )
+    dag_run = dag.test(logical_date=LOGICAL_DATE)
+    assert dag_run.state == DagRunState.SUCCESS
+    for task_id, map_index in (("store", -1), ("store_mapped", 0)):
+        fields = rendered_fields(dag_run, task_id)[map_index]
+        assert signature not in json.dumps(fields)
+        assert fields["source"]["video_url"] == f"{prediction['video_url']}?***"
+        assert xcoms(dag_run, task_id)[map_index]["source_url"] == prediction["video_url"]
+    assert xcoms(dag_run, "generate")[-1]["video_url"] == signed["video_url"]  # where the signed URL does live

@@ -220,12 +220,24 @@ def test_settings_round_trip_and_ints_become_floats():
         {"kind": "reset_after_create", "route": "any"},
         {"kind": "truncate", "route": "get"},
         {"kind": "truncate", "after_bytes": -1},
+        {"kind": "redirect"},
+        {"kind": "redirect", "location": ""},
+        {"kind": "redirect", "location": "http://other/", "status": 200},
+        {"kind": "redirect", "location": "http://other/", "status": 304},
+        {"kind": "redirect", "location": "http://other/", "retry_after": 1},
         "reset",
     ],
 )
 def test_inconsistent_faults_are_refused(spec):
     with pytest.raises(ValueError):
         parse_fault(spec)
+
+
+def test_redirect_fault_defaults_to_302_on_any_route():
+    fault = parse_fault({"kind": "redirect", "location": " http://other.test/x "})
+    assert (fault.route, fault.status, fault.location) == ("any", 302, "http://other.test/x")
+    assert fault.to_dict()["location"] == "http://other.test/x"
+    assert parse_fault({"kind": "redirect", "location": "/x", "status": 308, "route": "create"}).status == 308
 
 
 def test_fault_defaults_route_by_kind():

@@ -22,6 +22,7 @@ from airflow_runway.exceptions import (
     EachlabsPaymentRequiredError,
     EachlabsPermanentError,
     EachlabsRateLimitError,
+    EachlabsRedirectError,
     EachlabsServerError,
     EachlabsTransientError,
 )
@@ -88,7 +89,8 @@ def body(value: object) -> bytes:
         (504, "upstream   timed\nout", EachlabsServerError, "HTTP 504 Gateway Timeout: upstream timed out"),
         (500, [1, 2], EachlabsServerError, "HTTP 500 Internal Server Error: [1, 2]"),
         (400, {"detail": [{"loc": ["input"], "msg": "bad"}]}, EachlabsInvalidInputError, '[{"loc": ["input"]'),
-        (302, "", EachlabsMalformedResponseError, "HTTP 302 Found"),
+        (302, "", EachlabsRedirectError, "Eachlabs answered HTTP 302 Found, a redirect without a Location"),
+        (101, "", EachlabsMalformedResponseError, "HTTP 101 Switching Protocols"),
     ],
 )
 def test_every_status_maps_to_its_typed_error_with_the_apis_message(status, payload, error_class, message):
