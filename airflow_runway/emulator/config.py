@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-OUTPUT_SHAPES = ("string", "list", "object")
+OUTPUT_SHAPES = ("string", "list", "object", "none")
 FAILURE_STATUSES = ("failed", "error")
 CANCEL_STATUSES = ("cancelled", "canceled")
 CREATE_HTTP_STATUSES = (200, 201)
@@ -28,8 +28,8 @@ class EmulatorConfig:
     :param max_in_flight: unfinished predictions allowed before a create answers 429; ``None`` means no cap.
     :param output_size: when set, the output video is padded with a top-level ``free`` box to exactly this
         many bytes (it stays a valid MP4); ``None`` serves the bare sample video.
-    :param output_shape: ``output`` on success: ``"string"`` (the URL), ``"list"`` ([URL]) or ``"object"``
-        (``{"video": URL}``).
+    :param output_shape: ``output`` on success: ``"string"`` (the URL), ``"list"`` ([URL]), ``"object"``
+        (``{"video": URL}``) or ``"none"`` (``null``: a success without an output, to test that it is refused).
     :param failure_status: the status of a failed prediction: ``"failed"`` or ``"error"``.
     :param cancel_status: the status of a cancelled prediction: ``"cancelled"`` or ``"canceled"``.
     :param payment_required: when true every create answers 402 (balance too low).

@@ -146,7 +146,7 @@ def render_prediction(record: PredictionRecord, now: float, config: EmulatorConf
     status = phase
     if phase == "success":
         url = output_url(base_url, record.id)
-        output = {"string": url, "list": [url], "object": {"video": url}}[config.output_shape]
+        output = {"string": url, "list": [url], "object": {"video": url}, "none": None}[config.output_shape]
         logs = "Prediction started\nGenerating video\nVideo generated"
         metrics = {"predict_time": record.duration, "cost": cost_of(record.model, record.input)}
         if record.model != "runway":  # the contract's "some engines add tier, billed_seconds, output_gb"

@@ -2,33 +2,15 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import pytest
 from airflow.utils.state import DagRunState, TaskInstanceState
 
-from tests.fixtures.runs import task_instances, xcom
+from tests.fixtures.dags import run_generation_dag as run_dag
+from tests.fixtures.runs import rendered_fields, task_instances, xcom
 
 pytestmark = pytest.mark.e2e
-
-HEADER = """
-from datetime import timedelta
-from airflow.sdk import DAG
-from airflow_runway.operators.prediction import EachlabsPredictionOperator
-from airflow_runway.operators.runway import RunwayGenerateVideoOperator
-from airflow_runway.sensors.prediction import EachlabsPredictionSensor
-FAST = dict(poll_interval=0.05, max_poll_interval=0.2)
-"""
-
-
-def run_dag(dag_from_source, body: str) -> Any:
-    dag_id = f"gen_{uuid.uuid4().hex[:10]}"
-    source = (
-        HEADER + f'\nwith DAG("{dag_id}", schedule=None, default_args={{"retries": 2, "retry_delay": 0}}) as dag:\n'
-    )
-    source += "".join(f"    {line}\n" for line in body.strip().splitlines())
-    return dag_from_source(dag_id, source).test()
 
 
 @pytest.mark.parametrize("deferrable", [True, False])
@@ -176,3 +158,25 @@ def test_the_api_key_appears_nowhere(dag_from_source, emulator, monkeypatch, cap
         stored += [json.dumps(t.kwargs, default=str) for t in session.scalars(select(Trigger)).all()]
     assert stored, "nothing was read back from the metadata DB"
     assert not [s for s in stored if secret in s]
+
+
+def test_rendered_fields_are_named_after_the_arguments_and_show_what_is_sent(
+    dag_from_source, emulator, eachlabs_connection
+):
+    """Issue 9, point 4: ``model`` is Runway's model (no ``runway_model``, no empty ``input``), as sent."""
+    run = run_dag(
+        dag_from_source,
+        """RunwayGenerateVideoOperator(task_id="generate", prompt_text="a lighthouse {{ ds }}", model="gen4_turbo",
+    ratio="9:16", duration=5, seed=7, **FAST)""",
+    )
+    assert run.state == DagRunState.SUCCESS
+    fields = rendered_fields(run, "generate")[-1]
+    assert "runway_model" not in fields and "input" not in fields
+    sent = emulator.prediction(xcom(run, "generate")["prediction_id"])["input"]
+    assert fields["prompt_text"] == sent["promptText"] and fields["prompt_text"].startswith("a lighthouse 20")
+    assert (fields["model"], fields["ratio"], str(fields["duration"]), str(fields["seed"])) == (
+        sent["model"],
+        sent["ratio"],
+        sent["duration"],
+        str(sent["seed"]),
+    )

@@ -154,3 +154,86 @@ async def test_two_triggerers_on_one_prediction_both_finish_and_create_nothing(
     stats = emulator.stats()
     assert stats["creates"] == 1
     assert stats["cancels"] == 0
+
+
+# ---- the deadline never discards a finished video; every request is bounded by it (issue 7, point 8) ----------
+
+
+async def test_a_video_that_finished_before_a_late_start_is_returned_not_cancelled(
+    emulator, eachlabs_connection, hook_factory
+):
+    """The triggerer was down past the deadline; meanwhile the prediction succeeded: return it, cancel nothing."""
+    emulator.configure(duration=0.2, speed=1.0)
+    pid = create(emulator, hook_factory)
+    await asyncio.sleep(0.5)
+    (event,) = await collect(trigger_for(pid, deadline=time.time() - 60))
+    assert event["status"] == "success"
+    assert event["prediction"]["video_url"]
+    assert emulator.stats()["cancels"] == 0
+
+
+async def test_a_video_that_finished_in_the_last_poll_gap_is_returned(emulator, eachlabs_connection, hook_factory):
+    """The last poll saw it running; it finished before the deadline's cancel: the final read finds it."""
+    emulator.configure(duration=0.6, speed=1.0)
+    pid = create(emulator, hook_factory)
+    trigger = trigger_for(pid, poll_interval=5, max_poll_interval=5, deadline=time.time() + 1.0)
+    (event,) = await collect(trigger)
+    assert event["status"] == "success"
+    assert emulator.stats()["cancels"] == 0
+
+
+@pytest.fixture
+def patient_connection(emulator, monkeypatch) -> str:
+    """``eachlabs_default`` with the hook's default retries and timeout (30 s)."""
+    conn = {"conn_type": "eachlabs", "host": emulator.url, "password": emulator.api_key}
+    monkeypatch.setenv("AIRFLOW_CONN_EACHLABS_DEFAULT", json.dumps(conn))
+    return "eachlabs_default"
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"kind": "http", "status": 429, "retry_after": 200, "times": 3},  # under the 300 s Retry-After ceiling
+        {"kind": "slow", "delay": 25, "times": 1},  # under the 30 s read timeout
+    ],
+)
+async def test_no_request_outlives_the_deadline(emulator, patient_connection, hook_factory, fault):
+    """A long Retry-After or a stalled read ends at the deadline; then one short read and one short cancel."""
+    emulator.configure(duration=3600, speed=1.0)
+    pid = create(emulator, hook_factory)
+    emulator.inject(route="get", **fault)
+    started = time.monotonic()
+    (event,) = await collect(trigger_for(pid, deadline=time.time() + 2))
+    elapsed = time.monotonic() - started
+    assert event["status"] == "timeout"
+    assert elapsed < 8, elapsed
+    assert emulator.stats()["cancels"] == 1
+    assert emulator.prediction(pid)["status"] == "cancelled"
+
+
+async def test_the_cancel_at_the_deadline_is_one_short_attempt(emulator, patient_connection, hook_factory):
+    emulator.configure(duration=3600, speed=1.0)
+    pid = create(emulator, hook_factory)
+    emulator.inject(route="cancel", kind="http", status=503, times=5)
+    (event,) = await collect(trigger_for(pid, deadline=time.time() + 0.5))
+    assert event["status"] == "timeout"
+    assert "left it running" in event["message"]
+    assert emulator.stats()["cancels"] == 1  # requests to the cancel route, the failed one included
+
+
+# ---- nothing escapes the trigger (point 9) ----------------------------------------------------------------------
+
+
+async def test_a_missing_connection_is_an_error_event(emulator):
+    (event,) = await collect(trigger_for("p1", eachlabs_conn_id="no_such_connection"))
+    assert event["status"] == "error"
+    assert "no_such_connection" in event["message"]
+
+
+async def test_a_bad_connection_extra_is_an_error_event(emulator, monkeypatch):
+    conn = {"conn_type": "eachlabs", "host": emulator.url, "password": "k", "extra": {"rate_limit_per_minute": "x"}}
+    monkeypatch.setenv("AIRFLOW_CONN_EACHLABS_DEFAULT", json.dumps(conn))
+    (event,) = await collect(trigger_for("p1"))
+    assert event["status"] == "error"
+    assert "rate_limit_per_minute" in event["message"]
+    assert emulator.stats()["requests"] == 0

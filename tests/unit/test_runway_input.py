@@ -120,6 +120,9 @@ def test_https_and_data_uris_pass_through():
         ("http://example.com/a.png", "https"),
         ("data:image/gif;base64,R0lGOD", "data URI"),
         ("data:image/png;base64," + "A" * (5 * 1024 * 1024), "at most 5 MB"),
+        ("data:image/png;base64,not base64!", "not valid base64"),  # issue 7, point 15
+        ("data:image/png;base64,iVBORw0KGgo", "not valid base64"),  # truncated: bad padding
+        ("data:image/png;base64,", "holds no image"),
         ("/definitely/not/here.png", "could not be read"),
         (42, "https URL"),
     ],
@@ -138,3 +141,11 @@ def test_oversize_and_non_image_files_are_refused(tmp_path: Path):
     text.write_text("not an image")
     with pytest.raises(RunwayInputError, match="not an image"):
         resolve_prompt_image(str(text))
+
+
+@pytest.mark.parametrize("extra_input", ["clip.mp4", ["a", "b"], 3])
+def test_a_non_mapping_extra_input_is_an_input_error(extra_input):
+    """Issue 7, point 15: a plain ValueError would burn the task's retries; this fails at once."""
+    with pytest.raises(RunwayInputError, match="extra_input.*mapping") as info:
+        build(extra_input=extra_input)
+    assert isinstance(info.value, AirflowFailException)

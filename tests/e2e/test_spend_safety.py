@@ -1,0 +1,149 @@
+"""Spend safety in real DAG runs: Airflow's own retries (``retries=2``), its real ``task_state_store``, the emulator.
+
+Each test counts the create requests the emulator received for one task: the number a user would be billed for.
+The rules themselves are airflow_runway/ledger.py's and airflow_runway/events.py's; the record in every state a
+crash could leave it is exercised in tests/integration/test_operator_resume.py.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from airflow.utils.state import DagRunState, TaskInstanceState
+
+from tests.fixtures.dags import run_generation_dag
+from tests.fixtures.runs import task_instances, xcom
+
+pytestmark = pytest.mark.e2e
+
+GENERATE = 'RunwayGenerateVideoOperator(task_id="generate", prompt_text="x", {args}**FAST)'
+
+
+def run(dag_from_source: Any, args: str = "") -> tuple[Any, Any]:
+    dag_run = run_generation_dag(dag_from_source, GENERATE.format(args=args))
+    return dag_run, task_instances(dag_run, "generate")[0]
+
+
+def use_connection(monkeypatch: pytest.MonkeyPatch, emulator: Any, **extra: Any) -> None:
+    conn = {"conn_type": "eachlabs", "host": emulator.url, "password": emulator.api_key, "extra": extra}
+    monkeypatch.setenv("AIRFLOW_CONN_EACHLABS_DEFAULT", json.dumps(conn))
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"kind": "slow_after_create", "delay": 3},  # created, then answered after the client's 1 s read timeout
+        {"kind": "reset_after_create"},
+        {"kind": "http", "status": 502},
+    ],
+    ids=["read-timeout", "reset", "502"],
+)
+def test_point1_an_uncertain_create_is_paid_once_despite_retries(dag_from_source, emulator, monkeypatch, fault):
+    use_connection(monkeypatch, emulator, timeout=1)
+    emulator.inject(route="create", **fault)
+    dag_run, ti = run(dag_from_source)
+    assert dag_run.state == DagRunState.FAILED
+    assert ti.try_number == 1  # AirflowFailException: the two retries were not spent
+    assert emulator.stats()["create_requests"] == 1
+
+
+def test_point2_a_try_killed_inside_the_create_request_is_not_followed_by_a_blind_create(
+    dag_from_source, emulator, eachlabs_connection
+):
+    """The first try is killed (execution_timeout) while its create is in flight; the server created it.
+
+    The retry finds the "creating" record without an id and refuses, without retries and without a request.
+    """
+    emulator.configure(duration=600, speed=1)
+    emulator.inject(route="create", kind="slow_after_create", delay=4)
+    dag_run, ti = run(dag_from_source, "execution_timeout=timedelta(seconds=1), ")
+    assert dag_run.state == DagRunState.FAILED
+    assert ti.try_number == 2  # the timed-out try, then the refusing one; the third was not spent
+    assert emulator.stats()["create_requests"] == 1
+
+
+def test_point5_a_timeout_cancels_and_fails_without_retries(dag_from_source, emulator, eachlabs_connection):
+    emulator.configure(duration=3600, speed=1)
+    dag_run, ti = run(dag_from_source, "timeout=0.5, ")
+    assert dag_run.state == DagRunState.FAILED
+    assert ti.try_number == 1
+    stats = emulator.stats()
+    assert (stats["create_requests"], stats["cancels"]) == (1, 1)
+    assert emulator.predictions()[0]["status"] == "cancelled"
+
+
+@pytest.mark.parametrize(
+    ("code", "creates", "state"),
+    [
+        ("WORKER_LOST", 2, DagRunState.SUCCESS),  # infrastructure: the retry creates a new prediction
+        ("EXECUTION_TIMEOUT", 2, DagRunState.SUCCESS),
+        ("PROVIDER_RATE_LIMIT", 2, DagRunState.SUCCESS),
+        ("SAFETY.INPUT.TEXT", 1, DagRunState.FAILED),  # content: no retries
+        ("INPUT_VALIDATION_ERROR", 1, DagRunState.FAILED),
+        ("SOMETHING_NEW", 1, DagRunState.FAILED),  # unknown: spend-safe default
+    ],
+)
+def test_point6_failure_codes_decide_whether_a_retry_pays_again(
+    dag_from_source, emulator, eachlabs_connection, code, creates, state
+):
+    emulator.inject(route="create", kind="fail_prediction", error_code=code, error_message="it failed", at_once=True)
+    dag_run, ti = run(dag_from_source)
+    assert dag_run.state == state
+    assert ti.try_number == creates
+    assert emulator.stats()["create_requests"] == creates
+
+
+def test_point7_success_closes_the_record(dag_from_source, emulator, eachlabs_connection):
+    """After a success nothing is left in task_state_store, so a clear of the task makes a new video."""
+    dag_run, _ = run(dag_from_source)
+    assert dag_run.state == DagRunState.SUCCESS
+    assert emulator.stats()["creates"] == 1
+    assert stored_keys(dag_run) == []
+
+
+def test_point7_a_timed_out_task_keeps_its_record(dag_from_source, emulator, eachlabs_connection):
+    """The control case of the test above: the store does hold the record of a task that did not succeed."""
+    emulator.configure(duration=3600, speed=1)
+    dag_run, _ = run(dag_from_source, "timeout=0.5, ")
+    assert dag_run.state == DagRunState.FAILED
+    assert stored_keys(dag_run) == ["eachlabs_prediction"]
+
+
+def stored_keys(dag_run: Any) -> list[str]:
+    """The keys the run's ``generate`` task holds in Airflow's task state store."""
+    from airflow.models.task_state_store import TaskStateStoreModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        query = select(TaskStateStoreModel.key).where(
+            TaskStateStoreModel.dag_id == dag_run.dag_id,
+            TaskStateStoreModel.run_id == dag_run.run_id,
+            TaskStateStoreModel.task_id == "generate",
+        )
+        return sorted(session.scalars(query).all())
+
+
+def test_point15_a_success_without_a_video_url_fails_clearly(dag_from_source, emulator, eachlabs_connection):
+    emulator.configure(output_shape="none")
+    dag_run, ti = run(dag_from_source)
+    assert dag_run.state == DagRunState.FAILED
+    assert ti.state == TaskInstanceState.FAILED
+    assert ti.try_number == 1
+    assert emulator.stats()["create_requests"] == 1
+    assert xcom(dag_run, "generate") is None
+
+
+def test_point8_the_worker_wait_returns_a_video_that_finished_in_the_last_poll_gap(
+    dag_from_source, emulator, eachlabs_connection
+):
+    """``deferrable=False``: the last poll saw it running, the deadline came before the next; read once more."""
+    emulator.configure(duration=0.6, speed=1)
+    body = 'RunwayGenerateVideoOperator(task_id="generate", prompt_text="x", deferrable=False, timeout=1.0, retries=0, '
+    dag_run = run_generation_dag(dag_from_source, body + "poll_interval=5)")
+    assert dag_run.state == DagRunState.SUCCESS
+    assert xcom(dag_run, "generate")["status"] == "succeeded"
+    stats = emulator.stats()
+    assert (stats["create_requests"], stats["gets"], stats["cancels"]) == (1, 2, 0)
