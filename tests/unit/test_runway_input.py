@@ -146,6 +146,6 @@ def test_oversize_and_non_image_files_are_refused(tmp_path: Path):
 @pytest.mark.parametrize("extra_input", ["clip.mp4", ["a", "b"], 3])
 def test_a_non_mapping_extra_input_is_an_input_error(extra_input):
     """Issue 7, point 15: a plain ValueError would burn the task's retries; this fails at once."""
-    with pytest.raises(RunwayInputError, match="extra_input.*mapping") as info:
+    with pytest.raises(RunwayInputError, match=r"extra_input.*mapping") as info:
         build(extra_input=extra_input)
     assert isinstance(info.value, AirflowFailException)
