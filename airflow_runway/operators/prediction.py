@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import configparser
 import json
 import os
@@ -16,11 +17,10 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_runway.events import event_for_prediction, result_from_event
-from airflow_runway.exceptions import EachlabsError, EachlabsPermanentError
+from airflow_runway.exceptions import EachlabsError
 from airflow_runway.hooks.eachlabs import EachlabsHook
 from airflow_runway.ledger import PredictionLedger, input_fingerprint
 from airflow_runway.links import VIDEO_URL_XCOM_KEY, RunwayVideoLink
-from airflow_runway.polling import PollSchedule, PredictionWatch
 from airflow_runway.triggers.prediction import EachlabsPredictionTrigger
 
 try:
@@ -170,23 +170,24 @@ class BaseEachlabsPredictionOperator(BaseOperator):
                 "metrics": {},
             }
         started_at = time.time()
-        deadline = started_at + self.timeout_seconds
+        trigger = EachlabsPredictionTrigger(
+            prediction_id=decision.prediction_id,
+            eachlabs_conn_id=self.eachlabs_conn_id,
+            poll_interval=self.poll_interval,
+            max_poll_interval=self.max_poll_interval,
+            deadline=started_at + self.timeout_seconds,
+            started_at=started_at,
+            cancel_on_timeout=True,
+            cancel_on_kill=self.cancel_on_kill,
+        )
         if self.deferrable:
             self.defer(
-                trigger=EachlabsPredictionTrigger(
-                    prediction_id=decision.prediction_id,
-                    eachlabs_conn_id=self.eachlabs_conn_id,
-                    poll_interval=self.poll_interval,
-                    max_poll_interval=self.max_poll_interval,
-                    deadline=deadline,
-                    started_at=started_at,
-                    cancel_on_timeout=True,
-                    cancel_on_kill=self.cancel_on_kill,
-                ),
+                trigger=trigger,
                 method_name="execute_complete",
                 timeout=timedelta(seconds=self.timeout_seconds) + DEFER_TIMEOUT_MARGIN,
             )
-        return self._finish(context, self._wait(decision.prediction_id, started_at, deadline))
+        # deferrable=False: the trigger's own wait, in this worker's event loop; on_kill cancels from here.
+        return self._finish(context, asyncio.run(trigger.wait()))
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resume after the trigger fired: return the result, or fail with the API's message."""
@@ -212,34 +213,6 @@ class BaseEachlabsPredictionOperator(BaseOperator):
         if result.get("video_url"):
             context["ti"].xcom_push(key=VIDEO_URL_XCOM_KEY, value=result["video_url"])
         return result
-
-    def _wait(self, prediction_id: str, started_at: float, deadline: float) -> dict[str, Any]:
-        """Wait in the worker (``deferrable=False``): the trigger's loop, rules and events, with the sync client."""
-        watch = PredictionWatch(
-            prediction_id,
-            PollSchedule(self.poll_interval, self.max_poll_interval),
-            deadline,
-            started_at,
-            self.log,
-        )
-        while not watch.expired:
-            retry_after: float | None = None
-            try:
-                event = watch.observe(self.hook.get_prediction_state(prediction_id, deadline=deadline))
-            except EachlabsPermanentError as error:
-                event = watch.error_event(error)
-            except EachlabsError as error:
-                watch.transient_error(error)
-                retry_after, event = error.retry_after, None
-            if event is not None:
-                return event
-            time.sleep(watch.next_delay(retry_after))
-        try:  # one more read before cancelling: see EachlabsPredictionTrigger
-            event = watch.observe(self.hook.get_prediction_state(prediction_id, once=True))
-        except EachlabsError as error:
-            watch.final_read_failed(error)
-            event = None
-        return event or watch.timeout_event(self._cancel("the deadline passed"))
 
     def _cancel(self, reason: str) -> bool:
         if self.prediction_id is None:

@@ -74,6 +74,14 @@ class EachlabsPredictionTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        yield TriggerEvent(await self.wait())
+
+    async def wait(self) -> dict[str, Any]:
+        """Wait for the prediction and return the one event ``run()`` yields.
+
+        Also what an operator with ``deferrable=False`` runs in its worker's own event loop: both modes share
+        this loop, its deadline rules and its events.
+        """
         hook = EachlabsHook(eachlabs_conn_id=self.eachlabs_conn_id)
         watch = PredictionWatch(
             self.prediction_id,
@@ -91,7 +99,7 @@ class EachlabsPredictionTrigger(BaseTrigger):
             event = watch.error_event(error)
         finally:
             await hook.aclose()
-        yield TriggerEvent(event)
+        return event
 
     async def _wait(self, hook: EachlabsHook, watch: PredictionWatch) -> dict[str, Any]:
         while not watch.expired:
