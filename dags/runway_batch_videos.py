@@ -51,7 +51,9 @@ with DAG(
         "ratio": Param("16:9", enum=["16:9", "9:16"]),
         "duration": Param(5, enum=[5, 10]),
         "destination": Param(f"{VIDEO_ROOT.rstrip('/')}/batch/", type="string"),
-        "dest_conn_id": Param("", type="string"),
+        "dest_conn_id": Param(
+            None, type=["null", "string"], description="connection of the destination (none for local files)"
+        ),
     },
     tags=["runway", "example"],
     doc_md=__doc__,
@@ -68,12 +70,14 @@ with DAG(
         pool="eachlabs",
         poll_interval=POLL_INTERVAL,
         timeout=timedelta(hours=2),  # a long batch queues in the pool: leave room for the wait
+        # Each mapped task is listed under its prompt (shortened) instead of an anonymous index.
+        map_index_template="{{ task.prompt_text | truncate(60) }}",
     ).expand(prompt_text=prompts())
 
     store = EachlabsToObjectStorageOperator.partial(
         task_id="store",
         destination="{{ params.destination }}{{ ds }}/",
-        dest_conn_id="{{ params.dest_conn_id }}",
+        dest_conn_id="{{ params.dest_conn_id or '' }}",
     ).expand(source=generate.output)
 
     @task

@@ -54,7 +54,9 @@ with DAG(
         "ratio": Param("16:9", enum=["16:9", "9:16"]),
         "duration": Param(10, enum=[5, 10]),
         "destination": Param(f"{VIDEO_ROOT.rstrip('/')}/daily/", type="string"),
-        "dest_conn_id": Param("", type="string"),
+        "dest_conn_id": Param(
+            None, type=["null", "string"], description="connection of the destination (none for local files)"
+        ),
     },
     tags=["runway", "example"],
     doc_md=__doc__,
@@ -74,6 +76,6 @@ with DAG(
         source=generate.output,
         # A folder: the file is named after the prediction id, so a re-run never overwrites another video.
         destination="{{ params.destination }}{{ ds }}/",
-        dest_conn_id="{{ params.dest_conn_id }}",
+        dest_conn_id="{{ params.dest_conn_id or '' }}",
         outlets=[DAILY_VIDEO],
     )

@@ -36,11 +36,15 @@ with DAG(
     default_args={"retries": 2, "retry_delay": timedelta(minutes=2), "retry_exponential_backoff": True},
     params={
         "first_frame": Param(FIRST_FRAME, type="string", description="URI of the first frame"),
-        "image_conn_id": Param("", type="string", description="connection to read the first frame"),
+        "image_conn_id": Param(
+            None, type=["null", "string"], description="connection to read the first frame (none for local files)"
+        ),
         "prompt": Param("The lighthouse beam sweeps across the waves", type="string", maxLength=900),
         "ratio": Param("16:9", enum=["16:9", "9:16"]),
         "destination": Param(f"{VIDEO_ROOT.rstrip('/')}/image-to-video/", type="string"),
-        "dest_conn_id": Param("", type="string"),
+        "dest_conn_id": Param(
+            None, type=["null", "string"], description="connection of the destination (none for local files)"
+        ),
     },
     tags=["runway", "example"],
     doc_md=__doc__,
@@ -48,7 +52,7 @@ with DAG(
     generate = RunwayGenerateVideoOperator(
         task_id="generate",
         prompt_image="{{ params.first_frame }}",
-        image_conn_id="{{ params.image_conn_id }}",
+        image_conn_id="{{ params.image_conn_id or '' }}",
         prompt_text="{{ params.prompt }}",
         ratio="{{ params.ratio }}",
         duration=5,
@@ -61,5 +65,5 @@ with DAG(
         task_id="store",
         source=generate.output,
         destination="{{ params.destination }}{{ ds }}/",
-        dest_conn_id="{{ params.dest_conn_id }}",
+        dest_conn_id="{{ params.dest_conn_id or '' }}",
     )
