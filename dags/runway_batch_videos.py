@@ -30,6 +30,9 @@ from airflow_runway.transfers.eachlabs_to_object_storage import EachlabsToObject
 
 VIDEO_ROOT = os.environ.get("RUNWAY_VIDEO_ROOT", "file:///tmp/airflow-runway/videos/")
 POLL_INTERVAL = float(os.environ.get("RUNWAY_POLL_INTERVAL", "10"))
+#: The run's date: its logical date, or (a run triggered without one, e.g. through the REST API) when it ran.
+#: Airflow 3 leaves ``ds`` undefined in a run without a logical date.
+RUN_DATE = "{{ (dag_run.logical_date or dag_run.run_after) | ds }}"
 
 with DAG(
     dag_id="runway_batch_videos",
@@ -76,7 +79,7 @@ with DAG(
 
     store = EachlabsToObjectStorageOperator.partial(
         task_id="store",
-        destination="{{ params.destination }}{{ ds }}/",
+        destination="{{ params.destination }}" + RUN_DATE + "/",
         dest_conn_id="{{ params.dest_conn_id or '' }}",
     ).expand(source=generate.output)
 

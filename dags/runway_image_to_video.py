@@ -27,6 +27,9 @@ from airflow_runway.transfers.eachlabs_to_object_storage import EachlabsToObject
 FIRST_FRAME = (Path(__file__).parent / "assets" / "first_frame.png").resolve().as_uri()
 VIDEO_ROOT = os.environ.get("RUNWAY_VIDEO_ROOT", "file:///tmp/airflow-runway/videos/")
 POLL_INTERVAL = float(os.environ.get("RUNWAY_POLL_INTERVAL", "10"))
+#: The run's date: its logical date, or (a run triggered without one, e.g. through the REST API) when it ran.
+#: Airflow 3 leaves ``ds`` undefined in a run without a logical date.
+RUN_DATE = "{{ (dag_run.logical_date or dag_run.run_after) | ds }}"
 
 with DAG(
     dag_id="runway_image_to_video",
@@ -64,6 +67,6 @@ with DAG(
     EachlabsToObjectStorageOperator(
         task_id="store",
         source=generate.output,
-        destination="{{ params.destination }}{{ ds }}/",
+        destination="{{ params.destination }}" + RUN_DATE + "/",
         dest_conn_id="{{ params.dest_conn_id or '' }}",
     )

@@ -119,13 +119,17 @@ def test_daily_video_to_s3(project_dag, emulator, example_env, s3_bucket):
 
 
 def test_image_to_video_sends_the_first_frame_as_a_data_uri(project_dag, emulator, example_env):
-    run = project_dag("runway_image_to_video").test()
+    # No logical date, as `airflow dags trigger` and the REST API create a run by default: no `ds` in the context.
+    run = project_dag("runway_image_to_video").test(logical_date=None)
     assert run.state == DagRunState.SUCCESS, task_states(run)
+    assert run.logical_date is None
     generated = xcom(run, "generate")
     sent = emulator.prediction(generated["prediction_id"])["input"]["promptImage"]
     assert sent.startswith("data:image/png;base64,")
     stored = xcom(run, "store")
-    assert Path(stored["uri"].removeprefix("file://")).stat().st_size == stored["size"]
+    video = Path(stored["uri"].removeprefix("file://"))
+    assert video.stat().st_size == stored["size"]
+    assert video.parent == example_env / "image-to-video" / run.run_after.strftime("%Y-%m-%d")
 
 
 def test_batch_videos_maps_over_prompts_within_the_concurrency_cap(project_dag, emulator, example_env):
