@@ -102,7 +102,8 @@ class Story:
         self.after_dag_run = after_dag_run
         self.start = time.monotonic()
         self.predictions: dict[str, str] = {}
-        self.tasks: dict[str, str] = {}
+        self.tries: dict[str, int] = {}  # task id -> its latest try number seen
+        self.told: set[tuple[str, int, str]] = set()  # (task id, try number, state) already printed
         self.stored: dict[str, Any] | None = None
         self.log_offset = LOG.stat().st_size
 
@@ -133,8 +134,8 @@ class Story:
             self.predictions[pid] = status
 
     def _deferrals(self) -> None:
-        # `airflow dags test` keeps the deferred state uncommitted while it runs the trigger in-process, so the
-        # metadata DB never shows it: the task runner's own log line does.
+        # `airflow dags test` may keep the deferred state uncommitted while it runs the trigger in-process, so the
+        # metadata DB may never show it: the task runner's own log line does.
         with LOG.open("rb") as log:
             log.seek(self.log_offset)
             lines = log.read().decode(errors="replace").splitlines(keepends=True)
@@ -144,23 +145,31 @@ class Story:
             self.log_offset += len(line.encode())
             if "Pausing task as DEFERRED" in line:
                 task = re.search(r"\btask_id=(\S+)", line)
-                self.say(f"task {task.group(1) if task else '?'}: {TASK_STATES['deferred']}")
+                self._task_state(task.group(1) if task else "?", "deferred")
+
+    def _task_state(self, task_id: str, state: str, try_number: int | None = None) -> None:
+        """One line per task, try and state: the DB and the log may both show a deferral, and a task resumed
+        after its deferral runs again within the same try."""
+        if try_number is not None:
+            self.tries[task_id] = try_number
+        told = (task_id, self.tries.get(task_id, 0), state)
+        if state in TASK_STATES and told not in self.told:
+            self.told.add(told)
+            self.say(f"task {task_id}: {TASK_STATES[state]}")
 
     def _tasks(self) -> None:
         with metadata_db() as db:
             rows = db.execute(
-                "SELECT ti.task_id, ti.state, r.id FROM task_instance ti JOIN dag_run r"
+                "SELECT ti.task_id, ti.state, ti.try_number, r.id FROM task_instance ti JOIN dag_run r"
                 " ON r.dag_id = ti.dag_id AND r.run_id = ti.run_id WHERE r.dag_id = ? AND r.id > ?",
                 (DAG_ID, self.after_dag_run),
             ).fetchall()
-            for task_id, state, _ in rows:
-                if state in TASK_STATES and self.tasks.get(task_id) != state:
-                    self.say(f"task {task_id}: {TASK_STATES[state]}")
-                self.tasks[task_id] = state
+            for task_id, state, try_number, _ in rows:
+                self._task_state(task_id, state, try_number)
             if self.stored is None and rows:
                 found = db.execute(
                     "SELECT value FROM xcom WHERE dag_run_id = ? AND task_id = 'store' AND key = 'return_value'",
-                    (rows[0][2],),
+                    (rows[0][3],),
                 ).fetchone()
                 if found:
                     self.stored = json.loads(found[0])
