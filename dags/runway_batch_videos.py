@@ -7,6 +7,8 @@ Generate one video per prompt with dynamic task mapping, store each, and summari
 prompts -> generate[xN] (deferrable, pool "eachlabs") -> store[xN] -> summary
 ```
 
+Each mapped `generate` task is listed under its prompt, shortened (`map_index_template`), not its index.
+
 The Eachlabs API runs at most 10 predictions at once per account and answers 429 beyond that. The
 `eachlabs` pool (10 slots, `--include-deferred`) makes Airflow hold the 11th task until one finishes, so
 the 429 never fires, however long the prompt list:
