@@ -64,8 +64,11 @@ constraints-lowest: uv
 	$(UV) pip compile ci/lowest.in --group pyproject.toml:dev --python-version $(LOWEST_PYTHON) \
 		--no-emit-package airflow-runway --upgrade --quiet -o $(LOWEST_CONSTRAINTS)
 
-demo: sync
-	$(PY) scripts/demo.py
+# Quiet: the demo tells its own story (Airflow's output goes to .demo/airflow.log).
+demo: uv
+	@echo "Preparing the environment from uv.lock (uv sync --frozen, quiet)..."
+	@$(UV) sync --frozen --quiet
+	@$(PY) scripts/demo.py
 
 clean:
 	rm -rf $(LOWEST_VENV) .venv-uv .pytest_cache .mypy_cache .ruff_cache .demo build dist

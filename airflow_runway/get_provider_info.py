@@ -6,8 +6,9 @@ from typing import Any
 
 #: The connection's fields stored in ``Connection.extra``, shared with the hook's form methods.
 CONN_FIELDS: dict[str, dict[str, Any]] = {
-    "auth_header": {
-        "label": "Auth header",
+    # Not "auth_header": Airflow treats that name as a secret, so its form would pre-fill and save "***".
+    "key_header": {
+        "label": "API key header",
         "description": "x-api-key sends 'X-API-Key: <key>' (default); bearer sends 'Authorization: Bearer <key>'.",
         "schema": {"type": ["string", "null"], "enum": ["x-api-key", "bearer"], "default": "x-api-key"},
     },

@@ -7,6 +7,8 @@ Generate one video per prompt with dynamic task mapping, store each, and summari
 prompts -> generate[xN] (deferrable, pool "eachlabs") -> store[xN] -> summary
 ```
 
+Each mapped `generate` task is listed under its prompt, shortened (`map_index_template`), not its index.
+
 The Eachlabs API runs at most 10 predictions at once per account and answers 429 beyond that. The
 `eachlabs` pool (10 slots, `--include-deferred`) makes Airflow hold the 11th task until one finishes, so
 the 429 never fires, however long the prompt list:
@@ -30,6 +32,9 @@ from airflow_runway.transfers.eachlabs_to_object_storage import EachlabsToObject
 
 VIDEO_ROOT = os.environ.get("RUNWAY_VIDEO_ROOT", "file:///tmp/airflow-runway/videos/")
 POLL_INTERVAL = float(os.environ.get("RUNWAY_POLL_INTERVAL", "10"))
+#: The run's date: its logical date, or (a run triggered without one, e.g. through the REST API) when it ran.
+#: Airflow 3 leaves ``ds`` undefined in a run without a logical date.
+RUN_DATE = "{{ (dag_run.logical_date or dag_run.run_after) | ds }}"
 
 with DAG(
     dag_id="runway_batch_videos",
@@ -51,7 +56,9 @@ with DAG(
         "ratio": Param("16:9", enum=["16:9", "9:16"]),
         "duration": Param(5, enum=[5, 10]),
         "destination": Param(f"{VIDEO_ROOT.rstrip('/')}/batch/", type="string"),
-        "dest_conn_id": Param("", type="string"),
+        "dest_conn_id": Param(
+            None, type=["null", "string"], description="connection of the destination (none for local files)"
+        ),
     },
     tags=["runway", "example"],
     doc_md=__doc__,
@@ -68,12 +75,14 @@ with DAG(
         pool="eachlabs",
         poll_interval=POLL_INTERVAL,
         timeout=timedelta(hours=2),  # a long batch queues in the pool: leave room for the wait
+        # Each mapped task is listed under its prompt (shortened) instead of an anonymous index.
+        map_index_template="{{ task.prompt_text | truncate(60) }}",
     ).expand(prompt_text=prompts())
 
     store = EachlabsToObjectStorageOperator.partial(
         task_id="store",
-        destination="{{ params.destination }}{{ ds }}/",
-        dest_conn_id="{{ params.dest_conn_id }}",
+        destination="{{ params.destination }}" + RUN_DATE + "/",
+        dest_conn_id="{{ params.dest_conn_id or '' }}",
     ).expand(source=generate.output)
 
     @task

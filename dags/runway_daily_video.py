@@ -37,6 +37,9 @@ from airflow_runway.transfers.eachlabs_to_object_storage import EachlabsToObject
 DAILY_VIDEO = Asset("runway_daily_video")
 VIDEO_ROOT = os.environ.get("RUNWAY_VIDEO_ROOT", "file:///tmp/airflow-runway/videos/")
 POLL_INTERVAL = float(os.environ.get("RUNWAY_POLL_INTERVAL", "10"))
+#: The run's date: its logical date, or (a run triggered without one, e.g. through the REST API) when it ran.
+#: Airflow 3 leaves ``ds`` undefined in a run without a logical date.
+RUN_DATE = "{{ (dag_run.logical_date or dag_run.run_after) | ds }}"
 
 with DAG(
     dag_id="runway_daily_video",
@@ -54,14 +57,16 @@ with DAG(
         "ratio": Param("16:9", enum=["16:9", "9:16"]),
         "duration": Param(10, enum=[5, 10]),
         "destination": Param(f"{VIDEO_ROOT.rstrip('/')}/daily/", type="string"),
-        "dest_conn_id": Param("", type="string"),
+        "dest_conn_id": Param(
+            None, type=["null", "string"], description="connection of the destination (none for local files)"
+        ),
     },
     tags=["runway", "example"],
     doc_md=__doc__,
 ) as dag:
     generate = RunwayGenerateVideoOperator(
         task_id="generate",
-        prompt_text="{{ params.prompt }}, {{ ds }}",
+        prompt_text="{{ params.prompt }}, " + RUN_DATE,
         ratio="{{ params.ratio }}",
         duration="{{ params.duration }}",
         pool="eachlabs",
@@ -73,7 +78,7 @@ with DAG(
         task_id="store",
         source=generate.output,
         # A folder: the file is named after the prediction id, so a re-run never overwrites another video.
-        destination="{{ params.destination }}{{ ds }}/",
-        dest_conn_id="{{ params.dest_conn_id }}",
+        destination="{{ params.destination }}" + RUN_DATE + "/",
+        dest_conn_id="{{ params.dest_conn_id or '' }}",
         outlets=[DAILY_VIDEO],
     )

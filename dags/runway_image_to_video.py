@@ -27,6 +27,9 @@ from airflow_runway.transfers.eachlabs_to_object_storage import EachlabsToObject
 FIRST_FRAME = (Path(__file__).parent / "assets" / "first_frame.png").resolve().as_uri()
 VIDEO_ROOT = os.environ.get("RUNWAY_VIDEO_ROOT", "file:///tmp/airflow-runway/videos/")
 POLL_INTERVAL = float(os.environ.get("RUNWAY_POLL_INTERVAL", "10"))
+#: The run's date: its logical date, or (a run triggered without one, e.g. through the REST API) when it ran.
+#: Airflow 3 leaves ``ds`` undefined in a run without a logical date.
+RUN_DATE = "{{ (dag_run.logical_date or dag_run.run_after) | ds }}"
 
 with DAG(
     dag_id="runway_image_to_video",
@@ -36,11 +39,15 @@ with DAG(
     default_args={"retries": 2, "retry_delay": timedelta(minutes=2), "retry_exponential_backoff": True},
     params={
         "first_frame": Param(FIRST_FRAME, type="string", description="URI of the first frame"),
-        "image_conn_id": Param("", type="string", description="connection to read the first frame"),
+        "image_conn_id": Param(
+            None, type=["null", "string"], description="connection to read the first frame (none for local files)"
+        ),
         "prompt": Param("The lighthouse beam sweeps across the waves", type="string", maxLength=900),
         "ratio": Param("16:9", enum=["16:9", "9:16"]),
         "destination": Param(f"{VIDEO_ROOT.rstrip('/')}/image-to-video/", type="string"),
-        "dest_conn_id": Param("", type="string"),
+        "dest_conn_id": Param(
+            None, type=["null", "string"], description="connection of the destination (none for local files)"
+        ),
     },
     tags=["runway", "example"],
     doc_md=__doc__,
@@ -48,7 +55,7 @@ with DAG(
     generate = RunwayGenerateVideoOperator(
         task_id="generate",
         prompt_image="{{ params.first_frame }}",
-        image_conn_id="{{ params.image_conn_id }}",
+        image_conn_id="{{ params.image_conn_id or '' }}",
         prompt_text="{{ params.prompt }}",
         ratio="{{ params.ratio }}",
         duration=5,
@@ -60,6 +67,6 @@ with DAG(
     EachlabsToObjectStorageOperator(
         task_id="store",
         source=generate.output,
-        destination="{{ params.destination }}{{ ds }}/",
-        dest_conn_id="{{ params.dest_conn_id }}",
+        destination="{{ params.destination }}" + RUN_DATE + "/",
+        dest_conn_id="{{ params.dest_conn_id or '' }}",
     )

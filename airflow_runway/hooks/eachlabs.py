@@ -49,8 +49,9 @@ class EachlabsHook(BaseHook):
 
     The connection (type ``eachlabs``): host = base URL (default ``https://api.eachlabs.ai``; a host without a
     scheme gets ``https``, ``http://`` is allowed for local servers, a port is honoured), password = API key.
-    Extras: ``auth_header`` (``"x-api-key"``, the default, or ``"bearer"``), ``rate_limit_per_minute``
-    (default 60), ``timeout`` and ``max_attempts`` (used when the matching argument is left at its default).
+    Extras: ``key_header`` (``"x-api-key"``, the default, or ``"bearer"``; the deprecated ``auth_header`` is still
+    read), ``rate_limit_per_minute`` (default 60), ``timeout`` and ``max_attempts`` (used when the matching
+    argument is left at its default).
 
     Sync methods reuse one ``requests.Session`` per hook. Async methods (for triggers) share one aiohttp session
     and one request budget per connection and event loop with every other hook in the process (see

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,6 +18,15 @@ DEFAULT_MAX_ATTEMPTS = 5
 AUTH_X_API_KEY = "x-api-key"
 AUTH_BEARER = "bearer"
 USER_AGENT = "airflow-runway"
+#: The extra naming the header that carries the key. Not a name Airflow's secrets masker hides
+#: (its ``DEFAULT_SENSITIVE_FIELDS``, matched as substrings of the name).
+KEY_HEADER_EXTRA = "key_header"
+#: Its former name, still read but deprecated: Airflow masks it (it is one of those names).
+DEPRECATED_KEY_HEADER_EXTRA = "auth_header"
+#: What Airflow's API and UI show (and an untouched form saves) in place of a value it considers secret.
+MASKED_PLACEHOLDER = "***"
+
+log = logging.getLogger(__name__)
 
 
 def normalize_base_url(host: str | None, port: int | None = None, schema: str | None = None) -> str:
@@ -68,13 +78,35 @@ def _positive_int(extra: Mapping[str, Any], name: str) -> int | None:
 
 
 def _auth_scheme(extra: Mapping[str, Any]) -> str:
-    value = extra.get("auth_header")
+    """The auth scheme from the extra ``key_header``, or from the deprecated ``auth_header``.
+
+    Airflow hides the value of extras whose name looks secret (``auth_header`` is one): its connection form
+    shows ``***`` and, saved untouched, stores it. That placeholder is never a choice: it is ignored, with a
+    warning, and the default applies.
+    """
+    name, value = KEY_HEADER_EXTRA, extra.get(KEY_HEADER_EXTRA)
+    if value in (None, "", MASKED_PLACEHOLDER) and extra.get(DEPRECATED_KEY_HEADER_EXTRA) not in (None, ""):
+        name, value = DEPRECATED_KEY_HEADER_EXTRA, extra[DEPRECATED_KEY_HEADER_EXTRA]
+        log.warning(
+            "The Eachlabs connection's extra %r is deprecated: name it %r (Airflow masks %r as a secret)",
+            name,
+            KEY_HEADER_EXTRA,
+            name,
+        )
+    if value == MASKED_PLACEHOLDER:
+        log.warning(
+            "The Eachlabs connection's extra %r holds Airflow's masked placeholder %r, not a value: using %r",
+            name,
+            MASKED_PLACEHOLDER,
+            AUTH_X_API_KEY,
+        )
+        return AUTH_X_API_KEY
     scheme = str(value).strip().lower() if value is not None else ""
     if scheme in ("", AUTH_X_API_KEY, "x_api_key", "api_key", "api-key"):
         return AUTH_X_API_KEY
     if scheme == AUTH_BEARER:
         return AUTH_BEARER
-    raise ValueError(f"The Eachlabs connection's extra 'auth_header' must be 'x-api-key' or 'bearer', got {value!r}")
+    raise ValueError(f"The Eachlabs connection's extra {name!r} must be 'x-api-key' or 'bearer', got {value!r}")
 
 
 @dataclass(frozen=True)

@@ -178,3 +178,17 @@ def test_rendered_fields_are_named_after_the_arguments_and_show_what_is_sent(
         sent["duration"],
         str(sent["seed"]),
     )
+
+
+def test_a_deferral_logs_no_xcom_error_for_the_link(dag_from_source, emulator, eachlabs_connection, capfd, caplog):
+    """The task runner resolves the "Runway video" link at the end of every try, a deferral included: the link
+    must not look up an XCom that cannot exist yet (the execution API client logs a miss as an error)."""
+    emulator.configure(duration=60, speed=100)  # 0.6 s: several polls while deferred
+    run = run_dag(
+        dag_from_source, """RunwayGenerateVideoOperator(task_id="generate", prompt_text="x", deferrable=True, **FAST)"""
+    )
+    assert run.state == DagRunState.SUCCESS
+    logged = caplog.text + "".join(capfd.readouterr())
+    assert "running trigger in line" in logged  # it did defer
+    assert "XCom not found" not in logged
+    assert xcom(run, "generate", "_link_RunwayVideoLink") == xcom(run, "generate")["video_url"]

@@ -131,12 +131,12 @@ def fault_id(value: Any) -> str | None:
 # ---- sync -----------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("auth_header", ["x-api-key", "bearer"])
-def test_sync_round_trip(emu, connect, auth_header):
-    connect(auth_header=auth_header)
+@pytest.mark.parametrize("key_header", ["x-api-key", "bearer"])
+def test_sync_round_trip(emu, connect, key_header):
+    connect(key_header=key_header)
     with make_hook() as hook:
         pid = create(hook, webhook_url=None)
-        assert emu.prediction(pid)["auth_scheme"] == auth_header
+        assert emu.prediction(pid)["auth_scheme"] == key_header
         assert hook.get_prediction_state(pid).status is PredictionStatus.PENDING
         assert hook.get_prediction(pid)["id"] == pid
         emu.advance(20)
@@ -314,9 +314,9 @@ def test_the_key_never_reaches_logs_or_errors(emu, connect, caplog, capfd):
 # ---- async ----------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("auth_header", ["x-api-key", "bearer"])
-async def test_async_round_trip(emu, connect, auth_header):
-    connect(auth_header=auth_header)
+@pytest.mark.parametrize("key_header", ["x-api-key", "bearer"])
+async def test_async_round_trip(emu, connect, key_header):
+    connect(key_header=key_header)
     pid = create(make_hook())
     async with make_hook() as hook:
         assert (await hook.aget_prediction(pid))["id"] == pid

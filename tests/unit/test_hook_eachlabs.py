@@ -107,7 +107,7 @@ class TestIdentity:
 
 class TestConnection:
     def test_env_connection_is_read_once(self, monkeypatch):
-        set_connection(monkeypatch, "my_eachlabs", host="localhost", port=8089, extra={"auth_header": "bearer"})
+        set_connection(monkeypatch, "my_eachlabs", host="localhost", port=8089, extra={"key_header": "bearer"})
         hook = EachlabsHook("my_eachlabs")
         with mock.patch.object(EachlabsHook, "get_connection", wraps=EachlabsHook.get_connection) as lookup:
             assert hook.settings.base_url == "https://localhost:8089"
@@ -147,7 +147,7 @@ class TestConnection:
         # Before 3.3.2 aget_connection masked secrets with a blocking supervisor call; Connection had no
         # aextra_dejson. Then the sync lookup must run off the event loop.
         monkeypatch.delattr(Connection, "aextra_dejson", raising=False)
-        set_connection(monkeypatch, host="http://eachlabs.test", extra={"auth_header": "bearer"})
+        set_connection(monkeypatch, host="http://eachlabs.test", extra={"key_header": "bearer"})
         loop_thread = asyncio.get_running_loop()._thread_id  # type: ignore[attr-defined]
         threads: list[int | None] = []
         original = EachlabsHook.get_connection.__func__  # type: ignore[attr-defined]

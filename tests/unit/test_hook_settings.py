@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_runway.exceptions import EachlabsAuthError
-from airflow_runway.hooks.settings import DEFAULT_BASE_URL, EachlabsSettings, normalize_base_url
+from airflow_runway.hooks.settings import (
+    DEFAULT_BASE_URL,
+    DEPRECATED_KEY_HEADER_EXTRA,
+    KEY_HEADER_EXTRA,
+    EachlabsSettings,
+    normalize_base_url,
+)
 
 KEY = "sk-live-0123456789"
 
@@ -64,19 +72,61 @@ def test_x_api_key_header_by_default():
 
 @pytest.mark.parametrize("value", ["bearer", "Bearer", " BEARER "])
 def test_bearer_header_from_the_extra(value):
-    headers = settings(extra={"auth_header": value}).headers
+    headers = settings(extra={"key_header": value}).headers
     assert headers["Authorization"] == f"Bearer {KEY}"
     assert "X-API-Key" not in headers
 
 
 @pytest.mark.parametrize("value", [None, "", "x-api-key", "X-API-Key"])
 def test_x_api_key_spellings(value):
-    assert "X-API-Key" in settings(extra={"auth_header": value}).headers
+    assert "X-API-Key" in settings(extra={"key_header": value}).headers
 
 
-def test_unknown_auth_header_is_a_clear_error():
-    with pytest.raises(ValueError, match="auth_header"):
+def test_unknown_key_header_is_a_clear_error():
+    with pytest.raises(ValueError, match="'key_header'"):
+        settings(extra={"key_header": "basic"})
+    with pytest.raises(ValueError, match="'auth_header'"):
         settings(extra={"auth_header": "basic"})
+
+
+def test_the_extra_name_is_not_one_airflow_masks():
+    """Airflow hides (and its UI form saves as ``***``) the values of extras whose name looks secret."""
+    from airflow.sdk._shared.secrets_masker import should_hide_value_for_key
+
+    from airflow_runway.get_provider_info import CONN_FIELDS
+
+    assert KEY_HEADER_EXTRA in CONN_FIELDS
+    assert DEPRECATED_KEY_HEADER_EXTRA not in CONN_FIELDS  # masked from Airflow 3.3 on ("auth_header" joined the list)
+    assert not [name for name in CONN_FIELDS if should_hide_value_for_key(name)]
+
+
+def test_the_deprecated_name_is_still_read_with_a_warning(caplog):
+    with caplog.at_level(logging.WARNING, logger="airflow_runway.hooks.settings"):
+        headers = settings(extra={"auth_header": "bearer"}).headers
+    assert headers["Authorization"] == f"Bearer {KEY}"
+    assert "'auth_header' is deprecated" in caplog.text
+    assert "'key_header'" in caplog.text
+
+
+def test_the_new_name_wins_over_the_deprecated_one():
+    assert "X-API-Key" in settings(extra={"key_header": "x-api-key", "auth_header": "bearer"}).headers
+    assert "Authorization" in settings(extra={"key_header": "", "auth_header": "bearer"}).headers
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"auth_header": "***"},  # a connection saved untouched from Airflow's form before the rename
+        {"key_header": "***"},  # a deployment whose sensitive_var_conn_names also masks "key_header"
+        {"key_header": "***", "auth_header": "***"},
+    ],
+)
+def test_the_masked_placeholder_is_ignored_with_a_warning(extra, caplog):
+    with caplog.at_level(logging.WARNING, logger="airflow_runway.hooks.settings"):
+        read = settings(extra=extra)
+    assert read.auth_scheme == "x-api-key"
+    assert read.headers["X-API-Key"] == KEY
+    assert "masked placeholder" in caplog.text
 
 
 @pytest.mark.parametrize("password", [None, "", "   "])
@@ -124,6 +174,6 @@ def test_invalid_extras_are_clear_errors(extra):
 
 def test_the_key_is_not_in_repr():
     for scheme in ("x-api-key", "bearer"):
-        read = settings(extra={"auth_header": scheme})
+        read = settings(extra={"key_header": scheme})
         assert KEY not in repr(read)
         assert KEY not in str(read)

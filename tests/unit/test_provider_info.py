@@ -59,3 +59,18 @@ def test_hook_form_methods_match_the_declaration():
     assert set(widgets) == set(CONN_FIELDS)
     assert widgets["rate_limit_per_minute"].field_class.__name__ == "IntegerField"
     assert widgets["rate_limit_per_minute"].kwargs["default"] == 60
+
+
+def test_admin_providers_links_to_our_documentation():
+    """Airflow's Providers page links the package name to ``documentation_url``, read from the package's
+    ``Documentation`` project URL; without one the UI falls back to an airflow.apache.org page that does not exist."""
+    from importlib.metadata import metadata
+
+    from airflow.api_fastapi.core_api.services.public.providers import _provider_mapper
+    from airflow.providers_manager import ProvidersManager
+
+    urls = dict(entry.split(", ", 1) for entry in metadata("airflow-runway").get_all("Project-URL") or [])
+    served = _provider_mapper(ProvidersManager().providers["airflow-runway"])
+    # Airflow 3.2.0 keeps the space after the metadata's comma (3.3 strips it); a browser's URL parser drops it.
+    assert (served.documentation_url or "").strip() == urls["Documentation"]
+    assert urls["Documentation"] == f"{urls['Source']}#readme"
