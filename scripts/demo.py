@@ -105,16 +105,21 @@ class Story:
         self.tries: dict[str, int] = {}  # task id -> its latest try number seen
         self.told: set[tuple[str, int, str]] = set()  # (task id, try number, state) already printed
         self.stored: dict[str, Any] | None = None
+        self.deferred: list[str] = []  # deferral lines of this look, told after its predictions
         self.log_offset = LOG.stat().st_size
 
     def say(self, text: str) -> None:
         print(f"{time.monotonic() - self.start:6.1f}s  {text}", flush=True)
 
     def look(self) -> None:
-        self._predictions()
-        self._deferrals()
+        # Told in the order things happen: a task runs, creates its prediction, then defers.
         with suppress(sqlite3.OperationalError):  # locked by a write in progress: look again next time
             self._tasks()
+        self._predictions()
+        self._deferrals()
+        for line in self.deferred:
+            self.say(line)
+        self.deferred.clear()
 
     def _predictions(self) -> None:
         for record in get_json(f"{self.emulator_url}/_emulator/predictions"):
@@ -155,7 +160,11 @@ class Story:
         told = (task_id, self.tries.get(task_id, 0), state)
         if state in TASK_STATES and told not in self.told:
             self.told.add(told)
-            self.say(f"task {task_id}: {TASK_STATES[state]}")
+            line = f"task {task_id}: {TASK_STATES[state]}"
+            if state == "deferred":
+                self.deferred.append(line)
+            else:
+                self.say(line)
 
     def _tasks(self) -> None:
         with metadata_db() as db:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import configparser
 import json
 import os
 import time
@@ -38,16 +37,16 @@ DEFER_TIMEOUT_MARGIN = timedelta(minutes=10)
 
 
 def default_deferrable() -> bool:
-    """The ``deferrable`` default: Airflow's ``[operators] default_deferrable`` where a deployment sets it.
+    """The ``deferrable`` default: ``True``, unless the deployment switches it off in its environment.
 
-    Airflow's own default for that option is ``False`` (for operators whose deferrable mode is an opt-in); these
-    operators are deferrable by design, so only an explicit setting (``airflow.cfg`` or the environment variable
-    ``AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE``), as a deployment without a triggerer makes, switches it off.
+    A deployment without a triggerer sets Airflow's own option through its environment,
+    ``AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE=False``, and these operators then wait in the worker. The option's
+    value in ``airflow.cfg`` is not read: Airflow writes every default into the file it generates
+    (``default_deferrable = false``, for operators whose deferrable mode is an opt-in), so a value there cannot
+    be told from a choice, and these operators are deferrable by design.
     """
-    explicit = "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE" in os.environ or configparser.ConfigParser.has_option(
-        conf, "operators", "default_deferrable"
-    )
-    return conf.getboolean("operators", "default_deferrable", fallback=True) if explicit else True
+    value = os.environ.get("AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE")
+    return True if value is None else conf.getboolean("operators", "default_deferrable", fallback=True)
 
 
 #: :func:`default_deferrable`, read when the operators are defined (as Airflow's own operators read it).
@@ -98,7 +97,7 @@ class BaseEachlabsPredictionOperator(BaseOperator):
     :param eachlabs_conn_id: the Eachlabs connection.
     :param webhook_url: an optional URL the API calls with the final prediction (templated).
     :param deferrable: wait in the triggerer instead of holding a worker slot; ``True`` unless the deployment
-        sets Airflow's ``[operators] default_deferrable`` (see :func:`default_deferrable`).
+        sets ``AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE=False`` (see :func:`default_deferrable`).
     :param poll_interval: the shortest gap between status requests, in seconds. The API refreshes a
         prediction's status about every 5 s, so polling faster buys nothing.
     :param max_poll_interval: the cap the gap backs off toward while the prediction runs, in seconds.

@@ -33,7 +33,7 @@ class EachlabsPredictionSensor(BaseSensorOperator):
         ``"{{ ti.xcom_pull(task_ids='submit', key='prediction_id') }}"``.
     :param eachlabs_conn_id: the Eachlabs connection.
     :param deferrable: wait in the triggerer instead of poking from a worker; ``True`` unless the deployment
-        sets Airflow's ``[operators] default_deferrable``.
+        sets ``AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE=False``.
     :param max_poll_interval: in deferrable mode, the cap the poll gap backs off toward from ``poke_interval``.
     """
 

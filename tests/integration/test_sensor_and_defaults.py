@@ -56,13 +56,18 @@ print(
 
 
 @pytest.mark.parametrize(("setting", "expected"), [(None, "True"), ("False", "False"), ("True", "True")])
-def test_deferrable_follows_the_deployments_default_deferrable(setting, expected):
+def test_deferrable_follows_the_deployments_default_deferrable(setting, expected, tmp_path):
     """Issue 7, point 14: a deployment without a triggerer switches the default off with Airflow's own option.
 
-    Airflow's built-in default for that option is False; unset, these operators stay deferrable.
+    The Airflow home here has the airflow.cfg Airflow generates, which holds ``default_deferrable = false`` (the
+    option's default): that alone must not switch these operators to waiting in the worker.
     """
     env = {key: value for key, value in os.environ.items() if key != "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE"}
+    env["AIRFLOW_HOME"] = str(tmp_path)
+    env.pop("AIRFLOW_CONFIG", None)
     if setting is not None:
         env["AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE"] = setting
+    subprocess.run([sys.executable, "-m", "airflow", "config", "list"], env=env, capture_output=True, check=True)
+    assert "default_deferrable = false" in (tmp_path / "airflow.cfg").read_text()
     out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1].split() == [expected] * 3
