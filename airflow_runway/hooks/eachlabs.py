@@ -310,7 +310,7 @@ class EachlabsHook(BaseHook):
         self._lease = SESSIONS.lease(self.eachlabs_conn_id, settings.base_url, settings.rate_limit_per_minute)
         return self._lease
 
-    async def _arequest(self, method: str, path: str, parse: Callable[[dict[str, Any]], T]) -> T:
+    async def _arequest(self, method: str, path: str, parse: Callable[[dict[str, Any]], T], urgency: float = 0.0) -> T:
         settings = await self.aget_settings()
         shared = self._shared(settings)
         url = settings.base_url + path
@@ -319,7 +319,7 @@ class EachlabsHook(BaseHook):
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=settings.timeout, sock_read=settings.timeout)
 
         async def attempt() -> T:
-            await shared.limiter.acquire()
+            await shared.limiter.acquire(urgency)
             try:
                 async with shared.session.request(method, url, headers=settings.headers, timeout=timeout) as response:
                     body = await response.read()
@@ -334,10 +334,14 @@ class EachlabsHook(BaseHook):
         """Async :meth:`get_prediction`, on the shared session and budget."""
         return await self._arequest("GET", _prediction_path(prediction_id), _body)
 
-    async def aget_prediction_state(self, prediction_id: str) -> Prediction:
-        """Async :meth:`get_prediction_state`, on the shared session and budget."""
+    async def aget_prediction_state(self, prediction_id: str, *, urgency: float = 0.0) -> Prediction:
+        """Async :meth:`get_prediction_state`, on the shared session and budget.
+
+        :param urgency: when requests queue for the shared budget, the most urgent goes first (a poll schedule's
+            ``urgency()``); the default serves in arrival order.
+        """
         return await self._arequest(
-            "GET", _prediction_path(prediction_id), lambda data: parse_prediction(data, prediction_id)
+            "GET", _prediction_path(prediction_id), lambda data: parse_prediction(data, prediction_id), urgency
         )
 
     async def acancel_prediction(self, prediction_id: str) -> dict[str, Any]:
