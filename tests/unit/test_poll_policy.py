@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -52,7 +53,7 @@ def test_first_minute_is_checked_often_enough_to_see_an_early_failure_within_30s
 def test_sparse_mid_run_then_dense_at_the_quantum_across_the_finish_window():
     clock = Clock()
     times = poll_times(runway_schedule(clock), clock, until=1000)
-    gaps = {round(t, 6): round(b - t, 6) for t, b in zip(times, times[1:])}
+    gaps = {round(t, 6): round(b - t, 6) for t, b in itertools.pairwise(times)}
     mid = [gap for t, gap in gaps.items() if 90 <= t < 666.4 - 1e-6]
     dense = [gap for t, gap in gaps.items() if 666.4 <= t <= 999.6]
     assert mid and all(60 < gap <= 120 for gap in mid)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 
@@ -20,7 +21,7 @@ async def test_requests_are_spaced_at_the_rate_the_first_one_at_once():
         await limiter.acquire()
         granted.append(loop.time() - start)
     assert granted[0] < 0.01
-    gaps = [b - a for a, b in zip(granted, granted[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(granted)]
     assert all(gap >= limiter.interval - 0.002 for gap in gaps), gaps
     assert granted[-1] < 5 * limiter.interval + 0.2  # and not much slower either
 
@@ -36,7 +37,7 @@ async def test_concurrent_waiters_never_exceed_the_rate():
 
     await asyncio.gather(*(one(u % 3) for u in range(12)))
     granted.sort()
-    assert all(b - a >= limiter.interval - 0.002 for a, b in zip(granted, granted[1:]))
+    assert all(b - a >= limiter.interval - 0.002 for a, b in itertools.pairwise(granted))
 
 
 async def test_the_most_urgent_waiter_goes_first_ties_in_arrival_order():
