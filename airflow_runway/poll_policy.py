@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 #: The API refreshes a prediction's status about every 5 s: two polls closer than this learn nothing new.
 API_REFRESH_QUANTUM = 5.0
+#: The share of predictions assumed to fail early (rejected input, moderation), for :meth:`urgency` only.
+EARLY_FAILURE_SHARE = 0.05
 
 
 @dataclass(frozen=True)
@@ -198,8 +200,8 @@ class FinishAwareSchedule:
         return min(1.0, max(0.0, (survive_last - survive_now) / survive_last))
 
     def _survival(self, elapsed: float, window: tuple[float, float]) -> float:
-        """P(still running at ``elapsed``) under the uniform-window model with 5% early failures."""
-        early_failures = 0.05
+        """P(still running at ``elapsed``) under the uniform-window model with early failures."""
+        early_failures = EARLY_FAILURE_SHARE
         failed = early_failures * min(1.0, elapsed / self.early_window) if self.early_window > 0 else early_failures
         opens, closes = window
         width = max(closes - opens, 1e-9)

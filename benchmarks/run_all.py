@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")  # files only, never a display
 import matplotlib.pyplot as plt
@@ -61,6 +62,7 @@ def plot_policies(rows: list[dict[str, Any]], path: Path) -> None:
     names = [f"{r['policy']} ({r['in_flight']})" for r in rows]
     bars.barh(names, [r["requests_per_prediction"] for r in rows], color="tab:blue")
     bars.set(xscale="log", xlabel="status requests per prediction (log)", title="cost (in flight)")
+    bars.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     bars.invert_yaxis()
     bars.tick_params(axis="y", labelsize=8)
     fig.tight_layout()

@@ -193,6 +193,7 @@ def run_child(mode: str, args: list[str], env: dict[str, str]) -> dict[str, Any]
     command = [sys.executable, __file__, "--child", mode, *args]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=3600, check=False)
     if done.returncode != 0:
+        print(f"  {mode} failed:\n{done.stderr[-4000:]}", file=sys.stderr, flush=True)
         return {"mode": mode, "error": " ".join((done.stderr or done.stdout).strip().splitlines()[-1:]) or "failed"}
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
@@ -254,7 +255,10 @@ def run(
 
     from airflow_runway.emulator import EmulatorConfig, EmulatorServer
 
-    with tempfile.TemporaryDirectory(prefix="transfer-benchmark-", dir=REPO / ".bench-tmp") as home:
+    # Under the repository, not /tmp: the local-disk modes must write to a disk, and /tmp may be a tmpfs.
+    scratch = REPO / ".bench-tmp"
+    scratch.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="transfer-benchmark-", dir=scratch) as home:
         env = {
             **os.environ,
             "AIRFLOW_HOME": home,

@@ -208,23 +208,27 @@ def run(
 
 
 def goals(rows: list[dict[str, Any]]) -> dict[str, bool]:
-    """The issue's goals, on the rows: ours under 10% of a core with lag p99 < 50 ms within its budget, and at
-    least 2x less CPU per request than the per-poll-session trigger."""
+    """The issue's goals, on the rows.
+
+    At the API's budget (60/min): under 10% of one core, loop lag p99 under 50 ms, requests within the budget.
+    At the per-poll-session mode's load (the budget as large as its demand): at least 2x less CPU per request.
+    """
     out: dict[str, bool] = {}
-    good = [r for r in rows if "error" not in r]
-    naive = next((r for r in good if r["mode"].startswith("per-poll")), None)
-    for row in good:
-        if not row["mode"].startswith("ours"):
-            continue
-        name = row["mode"]
-        out[f"{name}: {row['core_%']}% of one core < 10%"] = row["core_%"] < 10
-        out[f"{name}: loop lag p99 {row['lag_p99_ms']} ms < 50 ms"] = row["lag_p99_ms"] < 50
-        out[f"{name}: {row['requests_per_min']} requests/min within {row['budget_per_min']}/min"] = (
-            row["requests_per_min"] <= row["budget_per_min"] * 1.02  # one request of slack per ~minute window
-        )
-        if naive is not None and row["cpu_ms_per_request"] and naive["cpu_ms_per_request"]:
-            ratio = naive["cpu_ms_per_request"] / row["cpu_ms_per_request"]
-            out[f"{name}: {ratio:.1f}x less CPU per request than the per-poll session"] = ratio >= 2
+    good = {r["mode"]: r for r in rows if "error" not in r}
+    api = good.get("ours, budget 60/min")
+    if api is not None:
+        out[f"at 60/min: {api['core_%']}% of one core < 10%"] = api["core_%"] < 10
+        out[f"at 60/min: loop lag p99 {api['lag_p99_ms']} ms < 50 ms"] = api["lag_p99_ms"] < 50
+        # The budget spaces requests 1 s apart: a window may hold one more than the rate.
+        out[f"at 60/min: {api['requests_per_min']} requests/min within the budget"] = api["requests_per_min"] <= 61
+    naive = next((r for name, r in good.items() if name.startswith("per-poll")), None)
+    matched = next((r for name, r in good.items() if name.startswith("ours") and r is not api), None)
+    if naive and matched and naive["cpu_ms_per_request"] and matched["cpu_ms_per_request"]:
+        ratio = naive["cpu_ms_per_request"] / matched["cpu_ms_per_request"]
+        out[
+            f"at {matched['budget_per_min']}/min: {matched['cpu_ms_per_request']} ms CPU per request vs "
+            f"{naive['cpu_ms_per_request']} ms per-poll session ({ratio:.2f}x, goal >= 2x)"
+        ] = ratio >= 2
     return out
 
 
