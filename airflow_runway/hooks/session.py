@@ -62,7 +62,8 @@ class PriorityLimiter:
         """Wait for a slot; among waiters the highest ``urgency`` goes first (ties: first come, first served)."""
         loop = asyncio.get_running_loop()
         now = loop.time()
-        if not self.waiting and (self._next_free is None or now >= self._next_free):
+        # No timer armed means no one is waiting (the last grant disarms it): then a free slot is taken at once.
+        if self._timer is None and (self._next_free is None or now >= self._next_free):
             self._next_free = now + self.interval
             return
         future: asyncio.Future[None] = loop.create_future()
