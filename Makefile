@@ -5,6 +5,8 @@
 #   make lint          ruff check, ruff format --check, mypy
 #   make test-lowest   unit + integration suites on the lowest supported Airflow, in .venv-lowest
 #   make demo          scripts/demo.py against the bundled emulator
+#   make bench         every benchmark side by side on this machine: tables on stdout, bench-results/ (~15 min)
+#   make bench-smoke   every benchmark at a tiny size, to check they run (CI, under 2 minutes)
 #   make clean         remove generated files (.venv-lowest, caches, .demo); keeps .venv
 #   make constraints-lowest   re-resolve ci/constraints-lowest.txt from ci/lowest.in + the dev group
 
@@ -24,7 +26,7 @@ LOWEST_PYTHON ?= 3.11
 LOWEST_CONSTRAINTS := ci/constraints-lowest.txt
 LOWEST_PY := $(LOWEST_VENV)/bin/python
 
-.PHONY: help uv sync services test lint test-lowest lowest-venv constraints-lowest demo clean
+.PHONY: help uv sync services test lint test-lowest lowest-venv constraints-lowest demo bench bench-smoke clean
 
 help:
 	@sed -n 's/^#   make /  make /p' $(MAKEFILE_LIST)
@@ -70,6 +72,13 @@ demo: uv
 	@$(UV) sync --frozen --quiet
 	@$(PY) scripts/demo.py
 
+# The `bench` dependency group (matplotlib, for the plots) is added to the locked environment for these only.
+bench: sync
+	$(UV) run --frozen --group bench python benchmarks/run_all.py --out bench-results
+
+bench-smoke: sync
+	$(UV) run --frozen --group bench python benchmarks/run_all.py --smoke --out .bench-tmp/smoke
+
 clean:
-	rm -rf $(LOWEST_VENV) .venv-uv .pytest_cache .mypy_cache .ruff_cache .demo build dist
+	rm -rf $(LOWEST_VENV) .venv-uv .pytest_cache .mypy_cache .ruff_cache .demo .bench-tmp build dist
 	find . -path ./.venv -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

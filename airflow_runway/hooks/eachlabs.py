@@ -342,6 +342,7 @@ class EachlabsHook(BaseHook):
         path: str,
         parse: Callable[[dict[str, Any]], T],
         bounds: RequestBounds = UNBOUNDED,
+        urgency: float = 0.0,
     ) -> T:
         settings = await self.aget_settings()
         shared = self._shared(settings)
@@ -359,7 +360,7 @@ class EachlabsHook(BaseHook):
                 sock_read=limit,
             )
             try:
-                await asyncio.wait_for(shared.limiter.acquire(), limit)
+                await asyncio.wait_for(shared.limiter.acquire(urgency), limit)
             except asyncio.TimeoutError:
                 raise EachlabsConnectionError(
                     f"The Eachlabs request budget ({settings.rate_limit_per_minute:g}/min) had no room "
@@ -385,14 +386,19 @@ class EachlabsHook(BaseHook):
         return await self._arequest("GET", _prediction_path(prediction_id), _body)
 
     async def aget_prediction_state(
-        self, prediction_id: str, *, deadline: float | None = None, once: bool = False
+        self, prediction_id: str, *, deadline: float | None = None, once: bool = False, urgency: float = 0.0
     ) -> Prediction:
-        """Async :meth:`get_prediction_state`, on the shared session and budget."""
+        """Async :meth:`get_prediction_state`, on the shared session and budget.
+
+        :param urgency: when requests queue for the shared budget, the most urgent goes first (a poll schedule's
+            ``urgency()``); the default serves in arrival order.
+        """
         return await self._arequest(
             "GET",
             _prediction_path(prediction_id),
             lambda data: parse_prediction(data, prediction_id),
             RequestBounds(deadline, once),
+            urgency,
         )
 
     async def acancel_prediction(self, prediction_id: str, *, once: bool = False) -> dict[str, Any]:

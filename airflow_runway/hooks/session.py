@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import logging
 import threading
 from dataclasses import dataclass, field
 
 import aiohttp
-from aiolimiter import AsyncLimiter
 
 log = logging.getLogger(__name__)
 
@@ -28,14 +29,68 @@ KEEPALIVE_SECONDS = 75.0
 SessionKey = tuple[asyncio.AbstractEventLoop, str, str]
 
 
-def make_limiter(rate_limit_per_minute: float) -> AsyncLimiter:
-    """A budget of ``rate_limit_per_minute`` requests per minute, spread evenly.
+class PriorityLimiter:
+    """A request budget of ``rate_limit_per_minute`` requests per minute, spread evenly, most urgent served first.
 
-    The bucket holds a single request, so requests are spaced ``60 / rate`` seconds apart: no 60-second
-    window ever sees more than ``rate + 1`` requests, where a bucket as large as the rate would let twice the
-    rate through in the first minute (a full burst, then the steady drain).
+    Requests are spaced ``60 / rate`` seconds apart (a bucket holding a single request), so no 60-second window
+    ever sees more than ``rate + 1`` requests, where a bucket as large as the rate would let twice the rate through
+    in the first minute (a full burst, then the steady drain). When requests wait, each free slot goes to the
+    waiter with the highest ``urgency``; equal urgencies are served first come, first served, so callers that
+    never pass one get a plain FIFO budget. It works on the running loop's clock (``loop.time()``), so it runs
+    unchanged on a simulated clock.
+
+    :param rate_limit_per_minute: requests per minute.
     """
-    return AsyncLimiter(1, 60.0 / rate_limit_per_minute)
+
+    def __init__(self, rate_limit_per_minute: float) -> None:
+        if not rate_limit_per_minute > 0:
+            raise ValueError(f"rate_limit_per_minute must be positive, got {rate_limit_per_minute!r}")
+        self.rate_limit_per_minute = float(rate_limit_per_minute)
+        #: Seconds between two granted requests.
+        self.interval = 60.0 / self.rate_limit_per_minute
+        self._next_free: float | None = None
+        self._waiters: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+        self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def waiting(self) -> int:
+        """How many requests are queued for a slot."""
+        return sum(1 for *_, future in self._waiters if not future.done())
+
+    async def acquire(self, urgency: float = 0.0) -> None:
+        """Wait for a slot; among waiters the highest ``urgency`` goes first (ties: first come, first served)."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        # No timer armed means no one is waiting (the last grant disarms it): then a free slot is taken at once.
+        if self._timer is None and (self._next_free is None or now >= self._next_free):
+            self._next_free = now + self.interval
+            return
+        future: asyncio.Future[None] = loop.create_future()
+        heapq.heappush(self._waiters, (-urgency, next(self._order), future))
+        self._arm(loop)
+        await future  # a waiter cancelled before its turn is skipped; one cancelled after it lost its slot
+
+    def _arm(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._timer is None:
+            when = loop.time() if self._next_free is None else max(self._next_free, loop.time())
+            self._timer = loop.call_at(when, self._grant, loop)
+
+    def _grant(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        while self._waiters:
+            *_, future = heapq.heappop(self._waiters)
+            if not future.done():
+                future.set_result(None)
+                self._next_free = loop.time() + self.interval
+                break
+        if self._waiters:
+            self._arm(loop)
+
+
+def make_limiter(rate_limit_per_minute: float) -> PriorityLimiter:
+    """The shared request budget of one connection: ``rate_limit_per_minute`` requests per minute."""
+    return PriorityLimiter(rate_limit_per_minute)
 
 
 def make_session() -> aiohttp.ClientSession:
@@ -59,13 +114,14 @@ class SharedSession:
 
     :param key: ``(loop, conn_id, base_url)``.
     :param session: the shared aiohttp session (one connector, one pool).
-    :param limiter: the shared request budget; every request, retries included, acquires from it.
+    :param limiter: the shared request budget; every request, retries included, acquires from it (a status poll
+        with its schedule's urgency).
     :param refs: how many hooks hold a lease.
     """
 
     key: SessionKey
     session: aiohttp.ClientSession
-    limiter: AsyncLimiter
+    limiter: PriorityLimiter
     rate_limit_per_minute: float
     refs: int = field(default=0)
 

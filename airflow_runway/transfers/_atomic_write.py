@@ -2,9 +2,11 @@
 
 Nothing ever appears under the final name until :meth:`AtomicWrite.commit`:
 
-* S3 (``s3://``, ``s3a://``) and GCS (``gs://``, ``gcs://``): fsspec's transactional write,
-  ``fs.open(path, "wb", autocommit=False)``. The parts go to a multipart (S3) or resumable (GCS) upload
-  that only ``commit()`` completes; ``discard()`` aborts it, so the parts already sent are dropped too.
+* S3 (``s3://``, ``s3a://``): a multipart upload whose parts go up concurrently with a bounded number of
+  buffers (:class:`~airflow_runway.transfers._s3_multipart.S3MultipartFile`, on s3fs's client) that only
+  ``commit()`` completes; ``discard()`` aborts it, so the parts already sent are dropped too.
+* GCS (``gs://``, ``gcs://``): fsspec's transactional write, ``fs.open(path, "wb", autocommit=False)``: a
+  resumable upload that only ``commit()`` finishes.
 * Every other backend (local files, ``abfs://``, ...): the body goes to a hidden temporary sibling
   (``.<name>.<random>.partial``) that is renamed to the final name once complete and deleted on failure.
   On local files that rename is an atomic ``rename(2)`` in the same directory. fsspec's own transactional
@@ -24,6 +26,8 @@ import uuid
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
+from airflow_runway.transfers._s3_multipart import S3MultipartFile, is_s3fs
+
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
 
@@ -38,7 +42,7 @@ class AtomicWrite:
     :param path: the final name.
     :param transactional: use fsspec's transactional write (see :data:`TRANSACTIONAL_PROTOCOLS`), else a
         temporary sibling renamed on commit.
-    :param block_size: the writer's buffer / multipart part size; ``None`` uses the backend's default.
+    :param block_size: the writer's buffer / multipart part size; ``None`` uses the backend's default (S3: 8 MiB).
     """
 
     def __init__(self, fs: AbstractFileSystem, path: str, *, transactional: bool, block_size: int | None) -> None:
@@ -46,7 +50,11 @@ class AtomicWrite:
         self.path = path
         kwargs: dict[str, Any] = {"block_size": block_size} if block_size else {}
         self._temp: str | None
-        if transactional:
+        self._file: Any
+        if transactional and is_s3fs(fs):
+            self._temp = None
+            self._file = S3MultipartFile(fs, path, part_size=block_size)
+        elif transactional:
             self._temp = None
             self._file = fs.open(path, "wb", autocommit=False, **kwargs)
         else:

@@ -450,3 +450,27 @@ def test_slow_waits_are_recorded_not_slept(emu, connect):
         create(hook)
     assert sleeps == [30.0]
     assert time.monotonic() - started < 30
+
+
+async def test_the_most_urgent_poll_is_served_first_from_the_shared_budget(emu, connect):
+    connect(rate_limit_per_minute=600)  # one request every 0.1 s
+    pids = [create(make_hook()) for _ in range(4)]
+    hooks = [make_hook() for _ in pids]
+    order: list[str] = []
+
+    async def poll(hook: EachlabsHook, pid: str, urgency: float) -> None:
+        await hook.aget_prediction_state(pid, urgency=urgency)
+        order.append(pid)
+
+    try:
+        for hook in hooks:
+            await hook.aget_settings()  # the connection lookups done, each poll goes straight to the budget
+        await hooks[0].aget_prediction_state(pids[0])  # takes the budget's slot: the polls below queue
+        tasks = []
+        for hook, pid, urgency in zip(hooks[1:], pids[1:], (0.0, 0.2, 0.9), strict=True):
+            tasks.append(asyncio.create_task(poll(hook, pid, urgency)))
+            await asyncio.sleep(0.01)  # queued in this order, least urgent first
+        await asyncio.gather(*tasks)
+    finally:
+        await asyncio.gather(*(hook.aclose() for hook in hooks))
+    assert order == [pids[3], pids[2], pids[1]]

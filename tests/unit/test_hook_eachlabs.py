@@ -291,7 +291,7 @@ class TestRegistry:
         second = registry.lease("c", "http://x", 120)
         other = registry.lease("d", "http://x", 60)
         assert first is second and first is not other
-        assert first.limiter.max_rate == 1 and first.limiter.time_period == 1.0  # 60/min, spread out
+        assert first.limiter.interval == 1.0  # 60/min, spread out
         assert registry.leases() == {("c", "http://x"): 2, ("d", "http://x"): 1}
         assert first.session.connector is not None and first.session.connector.limit == POOL_SIZE
         await registry.release(first)
@@ -342,4 +342,4 @@ class TestRegistry:
     @pytest.mark.parametrize(("rate", "period"), [(60, 1.0), (120, 0.5), (1, 60.0)])
     def test_budget_is_spread_evenly(self, rate, period):
         limiter = make_limiter(rate)
-        assert limiter.max_rate == 1 and limiter.time_period == pytest.approx(period)
+        assert limiter.interval == pytest.approx(period)

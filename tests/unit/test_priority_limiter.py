@@ -1,0 +1,96 @@
+"""The shared request budget: its rate, and the most urgent waiter served first (real asyncio, real timers)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import pytest
+
+from airflow_runway.hooks.session import PriorityLimiter
+
+RATE = 1200  # requests per minute: one every 50 ms, so the tests stay quick
+
+
+async def test_requests_are_spaced_at_the_rate_the_first_one_at_once():
+    limiter = PriorityLimiter(RATE)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    granted = []
+    for _ in range(6):
+        await limiter.acquire()
+        granted.append(loop.time() - start)
+    assert granted[0] < 0.01
+    gaps = [b - a for a, b in itertools.pairwise(granted)]
+    assert all(gap >= limiter.interval - 0.002 for gap in gaps), gaps
+    assert granted[-1] < 5 * limiter.interval + 0.2  # and not much slower either
+
+
+async def test_concurrent_waiters_never_exceed_the_rate():
+    limiter = PriorityLimiter(RATE)
+    loop = asyncio.get_running_loop()
+    granted: list[float] = []
+
+    async def one(urgency: float) -> None:
+        await limiter.acquire(urgency)
+        granted.append(loop.time())
+
+    await asyncio.gather(*(one(u % 3) for u in range(12)))
+    granted.sort()
+    assert all(b - a >= limiter.interval - 0.002 for a, b in itertools.pairwise(granted))
+
+
+async def test_the_most_urgent_waiter_goes_first_ties_in_arrival_order():
+    limiter = PriorityLimiter(RATE)
+    await limiter.acquire()  # holds the slot: everyone below queues
+    order: list[str] = []
+
+    async def one(name: str, urgency: float) -> None:
+        await limiter.acquire(urgency)
+        order.append(name)
+
+    tasks = []
+    for name, urgency in [("low", 0.0), ("mid-1", 0.5), ("high", 1.0), ("mid-2", 0.5), ("low-2", 0.0)]:
+        tasks.append(asyncio.create_task(one(name, urgency)))
+        await asyncio.sleep(0)  # queued in this order
+    await asyncio.gather(*tasks)
+    assert order == ["high", "mid-1", "mid-2", "low", "low-2"]
+
+
+async def test_without_urgencies_it_is_first_come_first_served():
+    limiter = PriorityLimiter(RATE)
+    order: list[int] = []
+
+    async def one(i: int) -> None:
+        await limiter.acquire()
+        order.append(i)
+
+    tasks = []
+    for i in range(5):
+        tasks.append(asyncio.create_task(one(i)))
+        await asyncio.sleep(0)
+    await asyncio.gather(*tasks)
+    assert order == list(range(5))
+
+
+async def test_a_cancelled_waiter_gives_its_turn_to_the_next():
+    limiter = PriorityLimiter(RATE)
+    loop = asyncio.get_running_loop()
+    await limiter.acquire()
+    urgent = asyncio.create_task(limiter.acquire(1.0))
+    patient = asyncio.create_task(limiter.acquire(0.0))
+    await asyncio.sleep(0)
+    assert limiter.waiting == 2
+    urgent.cancel()
+    start = loop.time()
+    await patient
+    assert loop.time() - start < 2 * limiter.interval
+    with pytest.raises(asyncio.CancelledError):
+        await urgent
+    assert limiter.waiting == 0
+
+
+@pytest.mark.parametrize("rate", [0, -5])
+def test_a_rate_must_be_positive(rate):
+    with pytest.raises(ValueError, match="positive"):
+        PriorityLimiter(rate)
