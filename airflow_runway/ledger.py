@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -71,9 +72,12 @@ def input_fingerprint(model: str, version: str, payload: Mapping[str, Any]) -> s
 
 @dataclass(frozen=True)
 class Decision:
-    """What a try waits for: the prediction's id, and the prediction itself when it has already succeeded."""
+    """What a try waits for: the prediction's id, when it was created (Unix seconds; for a prediction of an
+    earlier try recorded before that was kept, the time of this decision), and the prediction itself when it has
+    already succeeded."""
 
     prediction_id: str
+    created_at: float
     succeeded: Prediction | None = None
     created: bool = False
 
@@ -113,15 +117,18 @@ class PredictionLedger:
                 ) from error
             raise  # provably nothing was created, or the API refused: the error says which
         # Any other exception (the task killed or timed out mid-request) leaves "creating": rule 3.
+        created_at = time.time()
         try:
-            self._write({"state": CREATED, "fingerprint": fingerprint, "prediction_id": prediction_id})
+            self._write(
+                {"state": CREATED, "fingerprint": fingerprint, "prediction_id": prediction_id, "created_at": created_at}
+            )
         except Exception:
             self.log.exception(
                 "Could not record prediction %s in task_state_store; waiting for it in this try all the same "
                 "(a later try of this task will refuse to create another)",
                 prediction_id,
             )
-        return Decision(prediction_id, created=True)
+        return Decision(prediction_id, created_at, created=True)
 
     def succeeded(self) -> None:
         """Close the record after a successful try, so that a clear makes a new video (rule 7).
@@ -150,12 +157,14 @@ class PredictionLedger:
         if earlier is None:
             return None
         same_input = record.get("fingerprint") == fingerprint
+        created_at = record.get("created_at")
+        created_at = float(created_at) if isinstance(created_at, (int, float)) else time.time()
         if same_input and earlier.status is PredictionStatus.PENDING:
             self.log.info("Resuming prediction %s of an earlier try (%s)", earlier.id, earlier.raw_status)
-            return Decision(earlier.id)
+            return Decision(earlier.id, created_at)
         if same_input and earlier.status is PredictionStatus.SUCCEEDED:
             self.log.info("Prediction %s of an earlier try has succeeded: returning it", earlier.id)
-            return Decision(earlier.id, succeeded=earlier)
+            return Decision(earlier.id, created_at, succeeded=earlier)
         if same_input:
             self.log.info(
                 "Prediction %s of an earlier try ended %s: creating a new one", earlier.id, earlier.raw_status

@@ -95,7 +95,7 @@ def prior_for(model: str | None, predict_times: Iterable[float] = ()) -> Duratio
 class FinishAwareSchedule:
     """Delays between status requests, dense only where a prediction is likely to finish (see the module doc).
 
-    Same interface as :class:`~airflow_runway.polling.PollSchedule`: :meth:`next_delay` is called after each
+    :meth:`next_delay` is called by :class:`~airflow_runway.polling.PredictionWatch` after each
     status read that found the prediction still running.
 
     :param started_at: when the prediction was created (Unix seconds): the phases are measured from it, so a
@@ -207,3 +207,38 @@ class FinishAwareSchedule:
         width = max(closes - opens, 1e-9)
         finished = (1 - early_failures) * min(1.0, max(0.0, (elapsed - opens) / width))
         return max(0.0, 1.0 - failed - finished)
+
+
+#: The early phase's gap, as a multiple of a wait's ``poll_interval`` (20 s at the default 5 s).
+EARLY_INTERVAL_FACTOR = 4.0
+#: The operators' and the trigger's default ``poll_interval`` and ``max_poll_interval``, in seconds.
+DEFAULT_POLL_INTERVAL = API_REFRESH_QUANTUM
+DEFAULT_MAX_POLL_INTERVAL = 120.0
+#: The finish window's relative half-width when a user gives the expected duration.
+DEFAULT_SPREAD = 0.2
+
+
+def schedule_for_wait(
+    *,
+    started_at: float,
+    poll_interval: float,
+    max_poll_interval: float,
+    expected_duration: float | None,
+    spread: float,
+    clock: Callable[[], float] = time.time,
+) -> FinishAwareSchedule:
+    """The schedule of one wait (the trigger's, in the triggerer or in a worker), from the operators' parameters.
+
+    ``poll_interval`` is the gap inside the finish window and the floor of every gap (the API's 5 s refresh
+    quantum by default); the early checks come every ``4 * poll_interval``; ``max_poll_interval`` caps the gap.
+    """
+    return FinishAwareSchedule(
+        started_at=started_at,
+        expected_duration=expected_duration,
+        spread=spread,
+        dense_interval=poll_interval,
+        max_interval=max(max_poll_interval, poll_interval),
+        early_interval=EARLY_INTERVAL_FACTOR * poll_interval,
+        quantum=poll_interval,
+        clock=clock,
+    )

@@ -1,4 +1,4 @@
-"""How a wait for a prediction polls: shared by the deferrable trigger and the synchronous wait loop."""
+"""The bookkeeping of a wait for a prediction: deadline, status-change logs and the final event."""
 
 from __future__ import annotations
 
@@ -9,52 +9,26 @@ from typing import Any
 from airflow_runway.events import error_event, event_for_prediction, timeout_event
 from airflow_runway.exceptions import EachlabsError
 from airflow_runway.models import Prediction
-
-
-class PollSchedule:
-    """Delays between status requests: start at ``interval``, grow by ``factor`` up to ``max_interval``.
-
-    A ``Retry-After`` from the API is a floor: the next poll never comes sooner than the server asked.
-
-    :param interval: the first (and shortest) gap between two status requests, in seconds.
-    :param max_interval: the cap the gap grows toward, in seconds.
-    :param factor: how much the gap grows after each poll that found the prediction still running.
-    """
-
-    def __init__(self, interval: float, max_interval: float | None = None, factor: float = 1.5) -> None:
-        if interval <= 0:
-            raise ValueError(f"poll interval must be positive, got {interval!r}")
-        self.interval = float(interval)
-        self.max_interval = max(float(max_interval if max_interval is not None else interval), self.interval)
-        self.factor = factor
-        self._current = self.interval
-
-    def next_delay(self, retry_after: float | None = None) -> float:
-        """Return the gap before the next poll and advance the schedule."""
-        delay = self._current
-        self._current = min(self._current * self.factor, self.max_interval)
-        if retry_after is not None:
-            delay = max(delay, float(retry_after))
-        return delay
+from airflow_runway.poll_policy import FinishAwareSchedule
 
 
 class PredictionWatch:
-    """The bookkeeping of one wait for a prediction, shared by the async trigger and the sync wait loop.
+    """The bookkeeping of one wait for a prediction (the trigger's, in the triggerer or in a worker).
 
     It knows the deadline and the poll schedule, logs each status change once with the elapsed time, and
-    turns a terminal prediction into the event both paths end with. The loops around it only do the I/O.
+    turns a terminal prediction into the event the wait ends with. The loop around it only does the I/O.
 
     :param prediction_id: the prediction waited for.
     :param schedule: the poll schedule.
     :param deadline: absolute deadline (Unix seconds), or ``None`` to wait forever.
-    :param started_at: when the wait began (Unix seconds).
+    :param started_at: when the prediction was created (Unix seconds).
     :param log: where status changes are logged.
     """
 
     def __init__(
         self,
         prediction_id: str,
-        schedule: PollSchedule,
+        schedule: FinishAwareSchedule,
         deadline: float | None,
         started_at: float,
         log: logging.Logger | logging.LoggerAdapter[Any] | Any,

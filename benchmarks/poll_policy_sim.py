@@ -10,8 +10,8 @@ schedule's ``next_delay``) with the very classes the trigger uses:
   :class:`~airflow_runway.hooks.session.PriorityLimiter` budget, each poll acquiring with its ``urgency()``;
 * ``ours, FIFO budget``: the same schedule, every poll acquiring with the same urgency (to show what the
   priority buys);
-* ``current``: today's :class:`~airflow_runway.polling.PollSchedule` (10 s backing off to 60 s), FIFO budget;
-* ``fixed Ns``: ``PollSchedule(N, N)`` without a shared budget, as the seed's loop (1 s), Runway's SDK (6 s),
+* ``previous``: this provider's policy before the finish-aware one (10 s backing off to 60 s), FIFO budget;
+* ``fixed Ns``: ``BackoffSchedule(N, N)`` without a shared budget, as the seed's loop (1 s), Runway's SDK (6 s),
   Databricks (30 s) and the OpenAI/Anthropic/dbt Cloud triggers (60 s) poll.
 
 They run on an asyncio event loop whose clock jumps to the next timer (:class:`VirtualTimeLoop`), so the
@@ -37,8 +37,14 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from airflow_runway.hooks.session import PriorityLimiter
-from airflow_runway.poll_policy import API_REFRESH_QUANTUM, MODEL_PRIORS, FinishAwareSchedule
-from airflow_runway.polling import PollSchedule
+from airflow_runway.poll_policy import (
+    API_REFRESH_QUANTUM,
+    DEFAULT_MAX_POLL_INTERVAL,
+    DEFAULT_POLL_INTERVAL,
+    MODEL_PRIORS,
+    FinishAwareSchedule,
+    schedule_for_wait,
+)
 
 RATE_LIMIT_PER_MINUTE = 60
 EXPECTED = 833.0
@@ -149,10 +155,46 @@ class Policy:
     prioritized: bool = True
 
 
+class BackoffSchedule:
+    """The alternatives' pollers: every ``interval`` seconds, growing by ``factor`` up to ``max_interval``.
+
+    ``BackoffSchedule(N, N)`` is a fixed N-second poller; ``BackoffSchedule(10, 60)`` is this provider's policy
+    before the finish-aware one (10 s backing off to 60 s).
+
+    A ``Retry-After`` from the API is a floor: the next poll never comes sooner than the server asked.
+
+    :param interval: the first (and shortest) gap between two status requests, in seconds.
+    :param max_interval: the cap the gap grows toward, in seconds.
+    :param factor: how much the gap grows after each poll that found the prediction still running.
+    """
+
+    def __init__(self, interval: float, max_interval: float | None = None, factor: float = 1.5) -> None:
+        if interval <= 0:
+            raise ValueError(f"poll interval must be positive, got {interval!r}")
+        self.interval = float(interval)
+        self.max_interval = max(float(max_interval if max_interval is not None else interval), self.interval)
+        self.factor = factor
+        self._current = self.interval
+
+    def next_delay(self, retry_after: float | None = None) -> float:
+        """Return the gap before the next poll and advance the schedule."""
+        delay = self._current
+        self._current = min(self._current * self.factor, self.max_interval)
+        if retry_after is not None:
+            delay = max(delay, float(retry_after))
+        return delay
+
+
 def finish_aware(started_at: float, clock: Callable[[], float]) -> FinishAwareSchedule:
+    """Our policy exactly as the trigger builds it with the operators' defaults (the Runway prior)."""
     prior = MODEL_PRIORS["runway"]
-    return FinishAwareSchedule(
-        started_at=started_at, expected_duration=prior.expected, spread=prior.spread, clock=clock
+    return schedule_for_wait(
+        started_at=started_at,
+        poll_interval=DEFAULT_POLL_INTERVAL,
+        max_poll_interval=DEFAULT_MAX_POLL_INTERVAL,
+        expected_duration=prior.expected,
+        spread=prior.spread,
+        clock=clock,
     )
 
 
@@ -160,8 +202,8 @@ def policies(fixed: tuple[float, ...] = (1, 6, 30, 60)) -> list[Policy]:
     return [
         Policy("ours", finish_aware, budget=True),
         Policy("ours, FIFO budget", finish_aware, budget=True, prioritized=False),
-        Policy("current 10->60s", lambda _s, _c: PollSchedule(10, 60), budget=True),
-        *(Policy(f"fixed {g:g}s", lambda _s, _c, g=g: PollSchedule(g, g), budget=False) for g in fixed),
+        Policy("previous 10->60s", lambda _s, _c: BackoffSchedule(10, 60), budget=True),
+        *(Policy(f"fixed {g:g}s", lambda _s, _c, g=g: BackoffSchedule(g, g), budget=False) for g in fixed),
     ]
 
 

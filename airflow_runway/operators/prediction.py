@@ -20,6 +20,13 @@ from airflow_runway.exceptions import EachlabsError
 from airflow_runway.hooks.eachlabs import EachlabsHook
 from airflow_runway.ledger import PredictionLedger, input_fingerprint
 from airflow_runway.links import VIDEO_URL_XCOM_KEY, RunwayVideoLink
+from airflow_runway.poll_policy import (
+    DEFAULT_MAX_POLL_INTERVAL,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_SPREAD,
+    DurationPrior,
+    prior_for,
+)
 from airflow_runway.triggers.prediction import EachlabsPredictionTrigger
 
 try:
@@ -32,6 +39,10 @@ if TYPE_CHECKING:
 
 #: XCom key of the prediction id, pushed as soon as the prediction is created.
 PREDICTION_ID_XCOM_KEY = "prediction_id"
+#: XCom key of the ``metrics.predict_time`` of the task's latest successful runs, which tune its poll schedule.
+PREDICT_TIMES_XCOM_KEY = "predict_times"
+#: How many of them are kept.
+PREDICT_TIMES_KEPT = 20
 #: Airflow's own defer timeout is only a safety net behind the trigger's deadline (which cancels the job).
 DEFER_TIMEOUT_MARGIN = timedelta(minutes=10)
 
@@ -98,9 +109,14 @@ class BaseEachlabsPredictionOperator(BaseOperator):
     :param webhook_url: an optional URL the API calls with the final prediction (templated).
     :param deferrable: wait in the triggerer instead of holding a worker slot; ``True`` unless the deployment
         sets ``AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE=False`` (see :func:`default_deferrable`).
-    :param poll_interval: the shortest gap between status requests, in seconds. The API refreshes a
-        prediction's status about every 5 s, so polling faster buys nothing.
-    :param max_poll_interval: the cap the gap backs off toward while the prediction runs, in seconds.
+    :param poll_interval: the gap between status requests around the expected finish, and the shortest gap, in
+        seconds. The API refreshes a prediction's status about every 5 s, so polling faster buys nothing. Early
+        on the prediction is checked every ``4 * poll_interval`` (an early failure is seen within about 20 s),
+        then sparsely until its expected finish (see :mod:`airflow_runway.poll_policy`).
+    :param max_poll_interval: the largest gap between status requests, in seconds.
+    :param expected_duration: how long a prediction typically takes (``timedelta`` or seconds). By default the
+        model's built-in estimate (Runway: 833 s), refined by ``metrics.predict_time`` of this task's latest
+        successful runs (kept in its ``predict_times`` XCom).
     :param timeout: the longest wait for the prediction (``timedelta`` or seconds). At the deadline the status is
         read once more (a finished video is returned), else the prediction is cancelled (best effort) and the
         task fails without Airflow retries.
@@ -118,8 +134,9 @@ class BaseEachlabsPredictionOperator(BaseOperator):
         eachlabs_conn_id: str = EachlabsHook.default_conn_name,
         webhook_url: str | None = None,
         deferrable: bool = DEFAULT_DEFERRABLE,
-        poll_interval: float = 10.0,
-        max_poll_interval: float = 60.0,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
+        expected_duration: timedelta | float | None = None,
         timeout: timedelta | float = timedelta(hours=1),
         wait_for_completion: bool = True,
         cancel_on_kill: bool = True,
@@ -131,6 +148,7 @@ class BaseEachlabsPredictionOperator(BaseOperator):
         self.deferrable = deferrable
         self.poll_interval = _seconds(poll_interval, "poll_interval")
         self.max_poll_interval = max(_seconds(max_poll_interval, "max_poll_interval"), self.poll_interval)
+        self.expected_duration = None if expected_duration is None else _seconds(expected_duration, "expected_duration")
         self.timeout = timeout
         self.timeout_seconds = _seconds(timeout, "timeout")
         self.wait_for_completion = wait_for_completion
@@ -168,14 +186,16 @@ class BaseEachlabsPredictionOperator(BaseOperator):
                 "outputs": [],
                 "metrics": {},
             }
-        started_at = time.time()
+        prior = self._duration_prior(context, request.model)
         trigger = EachlabsPredictionTrigger(
             prediction_id=decision.prediction_id,
             eachlabs_conn_id=self.eachlabs_conn_id,
             poll_interval=self.poll_interval,
             max_poll_interval=self.max_poll_interval,
-            deadline=started_at + self.timeout_seconds,
-            started_at=started_at,
+            expected_duration=prior.expected if prior else None,
+            spread=prior.spread if prior else DEFAULT_SPREAD,
+            deadline=time.time() + self.timeout_seconds,
+            started_at=decision.created_at,
             cancel_on_timeout=True,
             cancel_on_kill=self.cancel_on_kill,
         )
@@ -202,11 +222,31 @@ class BaseEachlabsPredictionOperator(BaseOperator):
         self.log.info("Created prediction %s", prediction_id)
         return prediction_id
 
+    def _duration_prior(self, context: Context, model: str) -> DurationPrior | None:
+        if self.expected_duration is not None:
+            return DurationPrior(self.expected_duration, DEFAULT_SPREAD)
+        return prior_for(model, self._predict_times(context))
+
+    def _predict_times(self, context: Context) -> list[float]:
+        """``metrics.predict_time`` of this task's latest successful runs, oldest first."""
+        try:
+            times = context["ti"].xcom_pull(task_ids=self.task_id, key=PREDICT_TIMES_XCOM_KEY, include_prior_dates=True)
+        except Exception:  # a history only tunes the poll schedule: never fail a paid wait over it
+            self.log.debug("No predict_time history for this task", exc_info=True)
+            return []
+        if not isinstance(times, list):
+            return []
+        return [float(t) for t in times if isinstance(t, (int, float)) and not isinstance(t, bool)]
+
     def _finish(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         self.prediction_id = event.get("prediction_id", self.prediction_id)
         result = result_from_event(event)  # raises for anything but success
         self.log.info("%s", event.get("message"))
         PredictionLedger(context.get("task_state_store"), self.log).succeeded()
+        predict_time = (result.get("metrics") or {}).get("predict_time")
+        if isinstance(predict_time, (int, float)) and predict_time > 0:
+            history = [*self._predict_times(context), float(predict_time)][-PREDICT_TIMES_KEPT:]
+            context["ti"].xcom_push(key=PREDICT_TIMES_XCOM_KEY, value=history)
         self.prediction_id = None  # finished: nothing left for on_kill to cancel
         self.check_result(result)
         if result.get("video_url"):

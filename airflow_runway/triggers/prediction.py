@@ -11,7 +11,13 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_runway.exceptions import EachlabsError, EachlabsPermanentError
 from airflow_runway.hooks.eachlabs import EachlabsHook
-from airflow_runway.polling import PollSchedule, PredictionWatch
+from airflow_runway.poll_policy import (
+    DEFAULT_MAX_POLL_INTERVAL,
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_SPREAD,
+    schedule_for_wait,
+)
+from airflow_runway.polling import PredictionWatch
 
 
 class EachlabsPredictionTrigger(BaseTrigger):
@@ -27,11 +33,16 @@ class EachlabsPredictionTrigger(BaseTrigger):
 
     :param prediction_id: the prediction to wait for.
     :param eachlabs_conn_id: the Eachlabs connection (only its id is serialized, never the key).
-    :param poll_interval: the shortest gap between two status requests, in seconds.
-    :param max_poll_interval: the cap the gap backs off toward, in seconds.
+    :param poll_interval: the gap near the expected finish, and the shortest gap between two status requests,
+        in seconds (see :func:`~airflow_runway.poll_policy.schedule_for_wait`).
+    :param max_poll_interval: the largest gap, in seconds.
+    :param expected_duration: how long the prediction typically takes, in seconds (see
+        :func:`~airflow_runway.poll_policy.prior_for`); ``None`` when unknown.
+    :param spread: the relative half-width of the window it typically finishes in.
     :param deadline: absolute wall-clock deadline (Unix seconds), or ``None`` for none. Enforced here, not by
         Airflow's defer timeout, because on that timeout the operator is never resumed to cancel the prediction.
-    :param started_at: when the wait began (Unix seconds), for the elapsed time in logs and events.
+    :param started_at: when the prediction was created (Unix seconds): the poll schedule's phases and the elapsed
+        time in logs and events are measured from it.
     :param cancel_on_timeout: cancel the prediction when the deadline passes.
     :param cancel_on_kill: cancel the prediction when a user marks the task failed or clears it.
     """
@@ -41,8 +52,10 @@ class EachlabsPredictionTrigger(BaseTrigger):
         *,
         prediction_id: str,
         eachlabs_conn_id: str = EachlabsHook.default_conn_name,
-        poll_interval: float = 10.0,
-        max_poll_interval: float = 60.0,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
+        expected_duration: float | None = None,
+        spread: float = DEFAULT_SPREAD,
         deadline: float | None = None,
         started_at: float | None = None,
         cancel_on_timeout: bool = True,
@@ -53,6 +66,8 @@ class EachlabsPredictionTrigger(BaseTrigger):
         self.eachlabs_conn_id = eachlabs_conn_id
         self.poll_interval = poll_interval
         self.max_poll_interval = max_poll_interval
+        self.expected_duration = expected_duration
+        self.spread = spread
         self.deadline = deadline
         self.started_at = started_at if started_at is not None else time.time()
         self.cancel_on_timeout = cancel_on_timeout
@@ -66,6 +81,8 @@ class EachlabsPredictionTrigger(BaseTrigger):
                 "eachlabs_conn_id": self.eachlabs_conn_id,
                 "poll_interval": self.poll_interval,
                 "max_poll_interval": self.max_poll_interval,
+                "expected_duration": self.expected_duration,
+                "spread": self.spread,
                 "deadline": self.deadline,
                 "started_at": self.started_at,
                 "cancel_on_timeout": self.cancel_on_timeout,
@@ -85,7 +102,13 @@ class EachlabsPredictionTrigger(BaseTrigger):
         hook = EachlabsHook(eachlabs_conn_id=self.eachlabs_conn_id)
         watch = PredictionWatch(
             self.prediction_id,
-            PollSchedule(self.poll_interval, self.max_poll_interval),
+            schedule_for_wait(
+                started_at=self.started_at,
+                poll_interval=self.poll_interval,
+                max_poll_interval=self.max_poll_interval,
+                expected_duration=self.expected_duration,
+                spread=self.spread,
+            ),
             self.deadline,
             self.started_at,
             self.log,
@@ -105,7 +128,10 @@ class EachlabsPredictionTrigger(BaseTrigger):
         while not watch.expired:
             retry_after: float | None = None
             try:
-                event = watch.observe(await hook.aget_prediction_state(self.prediction_id, deadline=self.deadline))
+                prediction = await hook.aget_prediction_state(
+                    self.prediction_id, deadline=self.deadline, urgency=watch.schedule.urgency()
+                )
+                event = watch.observe(prediction)
             except EachlabsPermanentError as error:
                 event = watch.error_event(error)
             except EachlabsError as error:

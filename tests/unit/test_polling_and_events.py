@@ -14,25 +14,19 @@ from airflow_runway.exceptions import (
     EachlabsPredictionTimeoutError,
 )
 from airflow_runway.models import is_retryable_failure, parse_prediction
-from airflow_runway.polling import PollSchedule, PredictionWatch
+from airflow_runway.poll_policy import FinishAwareSchedule, schedule_for_wait
+from airflow_runway.polling import PredictionWatch
 
 
-def test_schedule_backs_off_to_the_cap_and_honours_retry_after():
-    schedule = PollSchedule(10, 30)
-    assert [schedule.next_delay() for _ in range(5)] == [10, 15, 22.5, 30, 30]
-    assert schedule.next_delay(retry_after=45) == 45
-    assert PollSchedule(5, 60).next_delay(retry_after=1) == 5  # never sooner than the schedule either
-
-
-@pytest.mark.parametrize("interval", [0, -1])
-def test_schedule_rejects_non_positive_interval(interval):
-    with pytest.raises(ValueError, match="positive"):
-        PollSchedule(interval)
+def schedule(interval: float) -> FinishAwareSchedule:
+    return schedule_for_wait(
+        started_at=0.0, poll_interval=interval, max_poll_interval=interval, expected_duration=None, spread=0.2
+    )
 
 
 def test_watch_logs_each_status_change_once(caplog):
     log = logging.getLogger("test.watch")
-    watch = PredictionWatch("p1", PollSchedule(1, 1), deadline=None, started_at=0.0, log=log)
+    watch = PredictionWatch("p1", schedule(1), deadline=None, started_at=0.0, log=log)
     with caplog.at_level(logging.INFO, logger="test.watch"):
         for status in ("created", "processing", "processing", "processing"):
             assert watch.observe(parse_prediction({"id": "p1", "status": status})) is None
@@ -48,7 +42,7 @@ def test_watch_logs_each_status_change_once(caplog):
 def test_watch_never_sleeps_past_the_deadline():
     import time
 
-    watch = PredictionWatch("p1", PollSchedule(60), deadline=time.time() + 2, started_at=time.time(), log=None)
+    watch = PredictionWatch("p1", schedule(60), deadline=time.time() + 2, started_at=time.time(), log=None)
     assert 0 < watch.next_delay() <= 2
     assert not watch.expired
 

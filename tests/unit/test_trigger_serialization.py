@@ -39,6 +39,8 @@ def test_serialized_kwargs_hold_no_secret_and_are_plain_json():
         "eachlabs_conn_id",
         "poll_interval",
         "max_poll_interval",
+        "expected_duration",
+        "spread",
         "deadline",
         "started_at",
         "cancel_on_timeout",
