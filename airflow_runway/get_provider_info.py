@@ -65,6 +65,7 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "extra-links": ["airflow_runway.links.RunwayVideoLink"],
+        "plugins": [{"name": "runway_videos", "plugin-class": "airflow_runway.ui.plugin.RunwayVideosPlugin"}],
         "connection-types": [
             {
                 "connection-type": "eachlabs",
