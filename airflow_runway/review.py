@@ -158,9 +158,10 @@ class VideoReviewOperator(HITLBranchOperator):
         ret = HITLOperator.execute_complete(self, context=context, event=event)
         chosen = ret["chosen_options"][0]
         revised = str((ret["params_input"] or {}).get(REVISED_PROMPT) or "").strip()
+        branch: list[str] | None
         if chosen == self.APPROVE:
             decision, branch = "approved", [self.approve_task_id]
-        elif revised and self._regenerations_left() > 0:
+        elif revised and self.regenerate_task_id is not None and self._regenerations_left() > 0:
             decision, branch = "regenerate", [self.regenerate_task_id]
         else:
             decision, branch = "rejected", None

@@ -217,7 +217,8 @@ def find_videos(
     videos: list[Video] = []
     for xcom, end_date, rendered in _xcom_rows(session, GENERATION_OPERATORS, dag_ids, where):
         value = _value(xcom)
-        metrics = value.get("metrics") if isinstance(value.get("metrics"), Mapping) else {}
+        raw_metrics = value.get("metrics")
+        metrics: Mapping[str, Any] = raw_metrics if isinstance(raw_metrics, Mapping) else {}
         video_url = value.get("video_url")
         videos.append(
             Video(

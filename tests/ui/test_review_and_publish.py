@@ -66,9 +66,7 @@ def await_review(stack: AirflowStack, run_id: str, task_id: str) -> dict[str, An
 
 def respond(stack: AirflowStack, run_id: str, task_id: str, option: str, revised_prompt: str | None = None) -> None:
     params = {} if revised_prompt is None else {"revised_prompt": revised_prompt}
-    answer = stack.request(
-        "PATCH", hitl_path(run_id, task_id), {"chosen_options": [option], "params_input": params}
-    )
+    answer = stack.request("PATCH", hitl_path(run_id, task_id), {"chosen_options": [option], "params_input": params})
     assert answer["chosen_options"] == [option]
 
 

@@ -85,7 +85,9 @@ def enter_frame(driver: Any, title: str) -> None:
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    WebDriverWait(driver, 30).until(ec.frame_to_be_available_and_switch_to_it((By.CSS_SELECTOR, f"iframe[title='{title}']")))
+    WebDriverWait(driver, 30).until(
+        ec.frame_to_be_available_and_switch_to_it((By.CSS_SELECTOR, f"iframe[title='{title}']"))
+    )
 
 
 def test_videos_page_lists_and_plays_the_runs_videos(
