@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,18 +28,22 @@ CHROMEDRIVER = Path(os.environ.get("AIRFLOW_RUNWAY_CHROMEDRIVER", "/usr/bin/chro
 #: Screenshots land here (gitignored); the path is printed at the end of the session.
 SCREENSHOTS = Path(__file__).parent / "screenshots"
 
+#: role -> (user, password). Multi-team mode: the viewer is in team_a, so it may not read team_b's DAGs.
 USERS = {"admin": ("admin", "admin-password"), "viewer": ("viewer", "viewer-password")}
+VIEWER_TEAM, OTHER_TEAM = "team_a", "team_b"
 S3_CONN_ID = "aws_moto"
 STORED_DAG = "ui_stored_videos"  # generate -> store in S3 (moto) with the aws_moto connection
-OTHER_DAG = "ui_other_videos"  # generate only: the page plays the provider's output through the api-server
+OTHER_DAG = "ui_other_videos"  # generate only, in team_b's bundle: the page plays the provider's output
 REVIEW_DAG = "runway_review_and_publish"
 
-DAG_SOURCE = """
+IMPORTS = """
 from airflow.sdk import DAG
 from airflow_runway.operators.runway import RunwayGenerateVideoOperator
 from airflow_runway.transfers.eachlabs_to_object_storage import EachlabsToObjectStorageOperator
+"""
 
-with DAG({stored!r}, schedule=None, default_args={{"retries": 0}}, tags=["ui-test"]) as stored_dag:
+STORED_DAG_SOURCE = """
+with DAG({dag_id!r}, schedule=None, default_args={{"retries": 0}}, tags=["ui-test"]) as dag:
     generate = RunwayGenerateVideoOperator(
         task_id="generate",
         prompt_text="A red kite over green hills, {{{{ run_id }}}}",
@@ -53,13 +56,17 @@ with DAG({stored!r}, schedule=None, default_args={{"retries": 0}}, tags=["ui-tes
     EachlabsToObjectStorageOperator(
         task_id="store", source=generate.output, destination={bucket_url!r}, dest_conn_id={conn_id!r}
     )
+"""
 
-with DAG({other!r}, schedule=None, default_args={{"retries": 0}}, tags=["ui-test"]) as other_dag:
+OTHER_DAG_SOURCE = """
+with DAG({dag_id!r}, schedule=None, default_args={{"retries": 0}}, tags=["ui-test"]) as dag:
     RunwayGenerateVideoOperator(
         task_id="generate",
         prompt_text="A paper boat on a rainy street",
         ratio="9:16",
         duration=10,
+        # Waits in the worker: in multi-team mode a team's deferred tasks need a triggerer started for that team.
+        deferrable=False,
         poll_interval=0.5,
         max_poll_interval=1,
     )
@@ -90,13 +97,21 @@ def ui_stack(
 ) -> Iterator[AirflowStack]:
     """The stack, logged in (REST calls) as the admin."""
     dags_folder = tmp_path_factory.mktemp("ui_dags")
-    (dags_folder / "ui_test_dags.py").write_text(
-        textwrap.dedent(
-            DAG_SOURCE.format(
-                stored=STORED_DAG, other=OTHER_DAG, bucket_url=ui_bucket.url("videos/"), conn_id=S3_CONN_ID
-            )
-        )
+    (dags_folder / "ui_stored_videos.py").write_text(
+        IMPORTS + STORED_DAG_SOURCE.format(dag_id=STORED_DAG, bucket_url=ui_bucket.url("videos/"), conn_id=S3_CONN_ID)
     )
+    team_folder = tmp_path_factory.mktemp("ui_team_b_dags")
+    (team_folder / "ui_other_videos.py").write_text(IMPORTS + OTHER_DAG_SOURCE.format(dag_id=OTHER_DAG))
+    local_bundle = "airflow.dag_processing.bundles.local.LocalDagBundle"
+    bundles = [
+        {"name": "dags-folder", "classpath": local_bundle, "kwargs": {"path": str(dags_folder)}},
+        {
+            "name": "team-b-dags",
+            "classpath": local_bundle,
+            "kwargs": {"path": str(team_folder)},
+            "team_name": OTHER_TEAM,
+        },
+    ]
     shutil.copy(Path(__file__).parents[2] / "dags" / f"{REVIEW_DAG}.py", dags_folder / f"{REVIEW_DAG}.py")
     passwords = tmp_path_factory.mktemp("ui_auth") / "passwords.json"
     passwords.write_text(json.dumps(dict(USERS.values())))
@@ -110,7 +125,11 @@ def ui_stack(
         "AIRFLOW_CONN_EACHLABS_DEFAULT": json.dumps(connection),
         f"AIRFLOW_CONN_{S3_CONN_ID.upper()}": moto_s3.connection_json(),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{name}:{role}" for role, (name, _) in USERS.items()),
+        # SimpleAuthManager's roles are global (a viewer reads every DAG); its multi-team mode is what limits a
+        # user to some DAGs: a DAG belongs to its bundle's team, a user reads team-less DAGs and its teams' DAGs.
+        "AIRFLOW__CORE__MULTI_TEAM": "True",
+        "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(bundles),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"admin:admin,viewer:viewer:{VIEWER_TEAM}",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
         "RUNWAY_VIDEO_ROOT": video_root.as_uri() + "/",
         "RUNWAY_POLL_INTERVAL": "0.5",
@@ -120,6 +139,7 @@ def ui_stack(
         pg_server_url=airflow_db.rsplit("/", 1)[0],
         db_name=stack_db_name() + "_ui",
         extra_env=env,
+        setup_commands=[["teams", "create", team] for team in (VIEWER_TEAM, OTHER_TEAM)],
     ) as stack:
         stack.login(*USERS["admin"])
         stack.request("POST", "/api/v2/pools", {"name": "eachlabs", "slots": 10, "include_deferred": True})

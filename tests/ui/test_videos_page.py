@@ -104,7 +104,8 @@ def test_videos_page_lists_and_plays_the_runs_videos(
     # The page inside Airflow's UI (Browse -> Runway videos): Airflow frames the plugin's page.
     driver.get(f"{ui_stack.api_url}/plugin/runway-videos")
     enter_frame(driver, "Runway videos")
-    assert len(cards(driver)) == 2  # both DAGs' videos, this one first (newest first)
+    # Newest first: this module's two runs come before any earlier video (e.g. the review DAG's tests).
+    assert {card.get_attribute("data-dag-id") for card in cards(driver)[:2]} == {STORED_DAG, OTHER_DAG}
     wait_until_playing(driver, driver.find_element(By.TAG_NAME, "video"))
     driver.switch_to.default_content()
     screenshot(driver, "01-videos-page-in-airflow")
@@ -155,9 +156,9 @@ def test_filter_by_dag(ui_stack: AirflowStack, runs: dict[str, str], browser_fac
     from selenium.webdriver.support.ui import Select
 
     driver = browser_factory()
-    login(driver, ui_stack, "viewer")
+    login(driver, ui_stack, "admin")
     driver.get(f"{ui_stack.api_url}/runway/videos")
-    assert {card.get_attribute("data-dag-id") for card in cards(driver)} == {STORED_DAG, OTHER_DAG}
+    assert {STORED_DAG, OTHER_DAG} <= {card.get_attribute("data-dag-id") for card in cards(driver)}
     Select(driver.find_element(By.ID, "dag_id")).select_by_visible_text(OTHER_DAG)
     driver.find_element(By.CSS_SELECTOR, "form.filter button").click()
     (card,) = cards(driver)
@@ -209,6 +210,39 @@ def test_stored_copy_plays_after_the_output_url_expired(
     assert requests.get(src, cookies=cookies, timeout=30).status_code == 404
 
 
+def test_a_user_sees_only_the_videos_of_dags_they_may_read(
+    ui_stack: AirflowStack, runs: dict[str, str], browser_factory: Callable[[], Any]
+) -> None:
+    """The viewer is in team_a; OTHER_DAG is in team_b's bundle: the auth manager refuses it to the viewer."""
+    from selenium.webdriver.common.by import By
+
+    driver = browser_factory()
+    login(driver, ui_stack, "viewer")
+    driver.get(f"{ui_stack.api_url}/runway/videos")
+    shown = {card.get_attribute("data-dag-id") for card in cards(driver)}
+    assert STORED_DAG in shown and OTHER_DAG not in shown, shown
+    options = {o.get_attribute("value") for o in driver.find_elements(By.CSS_SELECTOR, "#dag_id option")}
+    assert STORED_DAG in options and OTHER_DAG not in options, options
+    screenshot(driver, "06-viewer-sees-only-readable-dags")
+    driver.get(f"{ui_stack.api_url}/runway/videos?dag_id={OTHER_DAG}")
+    assert cards(driver) == []
+    assert "No videos yet" in driver.find_element(By.TAG_NAME, "body").text
+
+    cookies = {c["name"]: c["value"] for c in driver.get_cookies()}
+    run = quote(runs[OTHER_DAG], safe="")
+    query = f"dag_id={OTHER_DAG}&run_id={run}&task_id=generate&map_index=-1"
+    for path in ("media", "task-video"):
+        refused = requests.get(f"{ui_stack.api_url}/runway/{path}?{query}", cookies=cookies, timeout=30)
+        assert refused.status_code == 403, (path, refused.text)
+    # The same request as the admin is served: the 403 is the auth manager's answer, not a broken link.
+    admin = requests.get(
+        f"{ui_stack.api_url}/runway/task-video?{query}",
+        headers={"Authorization": f"Bearer {ui_stack.token}"},
+        timeout=30,
+    )
+    assert admin.status_code == 200 and "A paper boat on a rainy street" in admin.text
+
+
 def test_unauthenticated_user_is_refused(
     ui_stack: AirflowStack, runs: dict[str, str], browser_factory: Callable[[], Any]
 ) -> None:
@@ -225,7 +259,7 @@ def test_unauthenticated_user_is_refused(
         assert "Not authenticated" in body, body
         assert "article" not in driver.page_source
         assert requests.get(url, timeout=30).status_code == 401
-    screenshot(driver, "06-unauthenticated-refused")
+    screenshot(driver, "07-unauthenticated-refused")
     # A forged token is refused too, never treated as anonymous.
     forged = requests.get(media, cookies={"_token": "not-a-jwt"}, timeout=30)
     assert forged.status_code in (401, 403)
