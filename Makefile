@@ -1,7 +1,8 @@
 # Every target bootstraps from nothing (only python3 + pip needed): uv if missing, the locked environment,
 # PostgreSQL if down; then runs. `uv run --frozen` everywhere: nothing is ever re-resolved, only uv.lock is used.
 #
-#   make test          the whole pytest suite in .venv (Airflow from uv.lock)
+#   make test          the whole pytest suite in .venv (Airflow from uv.lock), the browser tests included
+#   make test-ui       only the browser tests (tests/ui: Debian's chromium against a real Airflow stack)
 #   make lint          ruff check, ruff format --check, mypy
 #   make test-lowest   unit + integration suites on the lowest supported Airflow, in .venv-lowest
 #   make demo          scripts/demo.py against the bundled emulator
@@ -26,7 +27,7 @@ LOWEST_PYTHON ?= 3.11
 LOWEST_CONSTRAINTS := ci/constraints-lowest.txt
 LOWEST_PY := $(LOWEST_VENV)/bin/python
 
-.PHONY: help uv sync services test lint test-lowest lowest-venv constraints-lowest demo bench bench-smoke clean
+.PHONY: help uv sync services browser test test-ui lint test-lowest lowest-venv constraints-lowest demo bench bench-smoke clean
 
 help:
 	@sed -n 's/^#   make /  make /p' $(MAKEFILE_LIST)
@@ -44,8 +45,15 @@ sync: uv
 services:
 	@bash ci/ensure-services.sh
 
-test: sync services
+# Debian's chromium + chromedriver for tests/ui, installed with apt-get when missing (never downloaded otherwise).
+browser:
+	@bash ci/ensure-browser.sh
+
+test: sync services browser
 	$(UV) run --frozen pytest -q $(PYTEST_ARGS)
+
+test-ui: sync services browser
+	$(UV) run --frozen pytest -q tests/ui $(PYTEST_ARGS)
 
 lint: sync
 	$(UV) run --frozen ruff check .

@@ -86,6 +86,7 @@ def get_provider_info() -> dict[str, Any]:
                 },
             }
         },
+        "plugins": [{"name": "runway_videos", "plugin-class": "airflow_runway.ui.plugin.RunwayVideosPlugin"}],
         "connection-types": [
             {
                 "connection-type": "eachlabs",

@@ -19,7 +19,13 @@ from tests.fixtures.runs import task_instances, task_states, xcom
 pytestmark = pytest.mark.e2e
 
 REPO_DAGS = Path(__file__).resolve().parents[2] / "dags"
-EXAMPLE_DAG_IDS = {"runway_daily_video", "runway_image_to_video", "runway_batch_videos", "runway_on_new_video"}
+EXAMPLE_DAG_IDS = {
+    "runway_daily_video",
+    "runway_image_to_video",
+    "runway_batch_videos",
+    "runway_on_new_video",
+    "runway_review_and_publish",  # run on the real stack by tests/ui/test_review_and_publish.py
+}
 
 
 def decoded_frames(path: Path) -> int:
