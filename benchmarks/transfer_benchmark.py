@@ -87,7 +87,8 @@ def child(mode: str, url: str, endpoint: str, bucket: str, block_size: int | Non
             source=url,
             destination=destination,
             dest_conn_id=dest_conn_id,
-            allow_insecure_http=True,  # the emulator serves http://127.0.0.1
+            allow_insecure_http=True,  # the emulator serves http://127.0.0.1 ...
+            allow_private_network=True,  # ... a loopback address, which the transfer refuses by default
             max_size_bytes=64 * 1024**3,
             block_size=block_size,
         )
