@@ -3,6 +3,7 @@
 #
 #   make test          the whole pytest suite in .venv (Airflow from uv.lock)
 #   make lint          ruff check, ruff format --check, mypy
+#   make e2e           the example DAGs on real LocalExecutor and CeleryExecutor deployments, faults and load
 #   make test-lowest   unit + integration suites on the lowest supported Airflow, in .venv-lowest
 #   make demo          scripts/demo.py against the bundled emulator
 #   make clean         remove generated files (.venv-lowest, caches, .demo); keeps .venv
@@ -24,7 +25,7 @@ LOWEST_PYTHON ?= 3.11
 LOWEST_CONSTRAINTS := ci/constraints-lowest.txt
 LOWEST_PY := $(LOWEST_VENV)/bin/python
 
-.PHONY: help uv sync services test lint test-lowest lowest-venv constraints-lowest demo clean
+.PHONY: help uv sync services test e2e lint test-lowest lowest-venv constraints-lowest demo clean
 
 help:
 	@sed -n 's/^#   make /  make /p' $(MAKEFILE_LIST)
@@ -44,6 +45,13 @@ services:
 
 test: sync services
 	$(UV) run --frozen pytest -q $(PYTEST_ARGS)
+
+# Two real deployments (every component a process; PostgreSQL and Redis started if down), one after the other.
+# Prints the table of scenario outcomes per deployment and writes it to build/e2e/report.md.
+E2E_TIMEOUT ?= 1500
+e2e: sync
+	@bash ci/ensure-services.sh --redis
+	$(UV) run --frozen pytest -q -m deployment -p no:cacheprovider --timeout=$(E2E_TIMEOUT) tests/e2e/deployments $(PYTEST_ARGS)
 
 lint: sync
 	$(UV) run --frozen ruff check .

@@ -72,7 +72,8 @@ with DAG(
 
     store = EachlabsToObjectStorageOperator.partial(
         task_id="store",
-        destination="{{ params.destination }}{{ ds }}/",
+        # run_after, not ds: a run triggered through the REST API has no logical date by default (Airflow 3).
+        destination="{{ params.destination }}{{ dag_run.run_after | ds }}/",
         dest_conn_id="{{ params.dest_conn_id }}",
     ).expand(source=generate.output)
 
