@@ -36,15 +36,33 @@ What this cannot guard (the state is read when ``on_kill`` runs, not when the tr
    user stopped. The reason is logged.
 4. A task instance that a user marked ``deferred`` again by hand (the REST API allows any state) is
    indistinguishable from a moved trigger.
+5. A user's stop while the trigger's triggerer is dead (SIGKILLed, before another took the trigger over)
+   reaches no ``on_kill`` at all: the trigger row is gone before any triggerer runs it again.
+
+A second Airflow 3.3 defect shortens ``on_kill`` to about one second: until the runner reports the trigger
+finished, the supervisor repeats the trigger id in every ``TriggerStateSync.to_cancel``, so
+``TriggerRunner.cancel_triggers`` cancels the trigger's task again on each loop (about every second), and the
+second ``CancelledError`` lands inside ``asyncio.wait_for(trigger.on_kill(), ...)``, which ``run_trigger``
+swallows: ``on_kill`` is abandoned mid-request, silently (seen under load: the user-action log line, then
+nothing, no cancel sent). :func:`shielded` runs ``on_kill``'s work in a task of its own that those repeated
+cancellations do not reach, bounded by its own timeout::
+
+    async def on_kill(self) -> None:
+        await shielded(self._stop_if_user_stopped(), timeout=25)
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Work started by :func:`shielded` that outlived the ``on_kill`` awaiting it (kept referenced until it ends).
+_BACKGROUND: set[asyncio.Task[Any]] = set()
 
 #: The state of a task instance still waiting on its trigger.
 DEFERRED = "deferred"
@@ -125,3 +143,17 @@ async def stopped_by_user(trigger: Any, timeout: float = 10.0) -> bool:
         return False
     log.info("on_kill: the task instance is %s: stopped by a user", state)
     return True
+
+
+async def shielded(work: Awaitable[T], timeout: float) -> T:
+    """Await ``work`` in a task of its own, shielded from the triggerer's repeated cancellation of ``on_kill``.
+
+    If the caller is cancelled, ``work`` goes on in the background until it finishes or ``timeout`` seconds
+    pass (the triggerer keeps its event loop running; a shutdown ends it with the loop).
+
+    :raises TimeoutError: when ``work`` takes longer than ``timeout``.
+    """
+    task: asyncio.Task[T] = asyncio.ensure_future(asyncio.wait_for(work, timeout))
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
+    return await asyncio.shield(task)

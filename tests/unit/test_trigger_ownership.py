@@ -88,3 +88,30 @@ async def test_outside_a_triggerer_it_counts_as_a_users_stop(monkeypatch: pytest
     monkeypatch.delattr(task_runner, "SUPERVISOR_COMMS", raising=False)
     assert await stopped_by_user(trigger()) is True
     assert await stopped_by_user(SimpleNamespace(task_instance=None)) is True
+
+
+async def test_shielded_work_survives_repeated_cancellation_of_its_caller() -> None:
+    """The triggerer cancels a trigger's task again on every loop while its on_kill runs (Airflow 3.3)."""
+    from airflow_runway.triggers._ownership import shielded
+
+    done = asyncio.Event()
+
+    async def cancel_remote_job() -> str:
+        await asyncio.sleep(0.3)
+        done.set()
+        return "cancelled"
+
+    caller = asyncio.ensure_future(shielded(cancel_remote_job(), timeout=5))
+    await asyncio.sleep(0.05)
+    caller.cancel("__airflow_user_action__")
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    await asyncio.wait_for(done.wait(), 2)  # the work went on without its caller
+
+
+async def test_shielded_work_is_bounded_by_its_timeout() -> None:
+    from airflow_runway.triggers._ownership import shielded
+
+    with pytest.raises(asyncio.TimeoutError):
+        await shielded(asyncio.sleep(10), timeout=0.1)
+    assert await shielded(asyncio.sleep(0, result=7), timeout=1) == 7
