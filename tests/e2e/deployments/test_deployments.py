@@ -81,7 +81,9 @@ def test_generation_defers_and_its_worker_time_is_a_small_fraction_of_the_predic
 
 
 def test_exactly_once_spending(deployed: Orchestra) -> None:
-    """One create per generation task instance (a user's clear counts as a new one), through every fault."""
+    """One create per generation task instance (a user's clear counts as a new one), through every fault; for a
+    retryable failure code, one per try. Fails before issue 7 (a timeout retried with new creates; a clear that
+    resumes the old prediction)."""
     mismatches = {}
     for name, found in deployed.outcomes.items():
         if found.errors:
@@ -145,13 +147,15 @@ def test_a_failed_prediction_fails_the_task_with_the_api_message_and_no_retries(
 
 
 def test_a_retryable_failure_code_retries_with_a_new_prediction(deployed: Orchestra) -> None:
-    """Issue 7: WORKER_LOST is an infrastructure failure; the task's retry creates (and pays for) a new one."""
+    """Issue 7: WORKER_LOST is an infrastructure failure; the task's retry creates (and pays for) a new one.
+    Fails before issue 7 (every failed prediction fails without retries)."""
     found = outcome(deployed, "failing prediction (retryable)")
     assert found.facts["try_number"] == 2 and found.facts["final_ti_state"] == "success", describe(found)
     assert found.creates == 2
 
 
 def test_a_never_finishing_prediction_times_out_cancels_and_creates_nothing_more(deployed: Orchestra) -> None:
+    """Issue 7: a timeout cancels and fails without Airflow retries (before it: 3 creates with retries=2)."""
     found = outcome(deployed, "never-finishing prediction")
     assert found.facts["final_ti_state"] == "failed", describe(found)
     assert found.cancels >= 1, describe(found)
@@ -170,6 +174,7 @@ def test_marking_a_deferred_task_failed_cancels_its_prediction(deployed: Orchest
 
 
 def test_clearing_a_succeeded_task_makes_a_new_prediction_and_video(deployed: Orchestra) -> None:
+    """Issue 7: the task_state_store record goes after success (before it: the clear resumes the old one)."""
     found = outcome(deployed, "user clears a succeeded task")
     assert found.survived, describe(found)
     assert found.creates == 2, describe(found)  # issue 7: the record is removed after success
