@@ -4,6 +4,7 @@
 #   make test          the whole pytest suite in .venv (Airflow from uv.lock), the browser tests included
 #   make test-ui       only the browser tests (tests/ui: Debian's chromium against a real Airflow stack)
 #   make lint          ruff check, ruff format --check, mypy
+#   make e2e           the example DAGs on real LocalExecutor and CeleryExecutor deployments, faults and load
 #   make test-lowest   unit + integration suites on the lowest supported Airflow, in .venv-lowest
 #   make demo          scripts/demo.py against the bundled emulator
 #   make bench         every benchmark side by side on this machine: tables on stdout, bench-results/ (~15 min)
@@ -27,7 +28,7 @@ LOWEST_PYTHON ?= 3.11
 LOWEST_CONSTRAINTS := ci/constraints-lowest.txt
 LOWEST_PY := $(LOWEST_VENV)/bin/python
 
-.PHONY: help uv sync services browser test test-ui lint test-lowest lowest-venv constraints-lowest demo bench bench-smoke clean
+.PHONY: help uv sync services browser test test-ui e2e lint test-lowest lowest-venv constraints-lowest demo bench bench-smoke clean
 
 help:
 	@sed -n 's/^#   make /  make /p' $(MAKEFILE_LIST)
@@ -54,6 +55,13 @@ test: sync services browser
 
 test-ui: sync services browser
 	$(UV) run --frozen pytest -q tests/ui $(PYTEST_ARGS)
+
+# Two real deployments (every component a process; PostgreSQL and Redis started if down), one after the other.
+# Prints the table of scenario outcomes per deployment and writes it to build/e2e/report.md.
+E2E_TIMEOUT ?= 1500
+e2e: sync
+	@bash ci/ensure-services.sh --redis
+	$(UV) run --frozen pytest -q -m deployment -p no:cacheprovider --timeout=$(E2E_TIMEOUT) tests/e2e/deployments $(PYTEST_ARGS)
 
 lint: sync
 	$(UV) run --frozen ruff check .
