@@ -200,6 +200,9 @@ class BaseEachlabsPredictionOperator(BaseOperator):
             cancel_on_kill=self.cancel_on_kill,
         )
         if self.deferrable:
+            # From here the trigger owns the prediction (and its cancel): a SIGTERM the worker gets after the
+            # deferral must not cancel the prediction the task is about to wait for in the triggerer.
+            self.prediction_id = None
             self.defer(
                 trigger=trigger,
                 method_name="execute_complete",

@@ -18,6 +18,10 @@ from airflow_runway.poll_policy import (
     schedule_for_wait,
 )
 from airflow_runway.polling import PredictionWatch
+from airflow_runway.triggers._ownership import shielded, stopped_by_user
+
+#: What ``on_kill`` may take in all: the triggerer gives it 30 s.
+ON_KILL_SECONDS = 25.0
 
 
 class EachlabsPredictionTrigger(BaseTrigger):
@@ -162,8 +166,18 @@ class EachlabsPredictionTrigger(BaseTrigger):
         return True
 
     async def on_kill(self) -> None:
-        """Cancel the prediction when a user marks the deferred task failed or clears it (Airflow >= 3.3)."""
-        if not self.cancel_on_kill:
+        """Cancel the prediction when a user marks the deferred task failed or clears it (Airflow >= 3.3).
+
+        Airflow 3.3 also calls ``on_kill`` when the trigger merely moved to another triggerer, and cuts a running
+        ``on_kill`` short; see :mod:`airflow_runway.triggers._ownership` for both guards and what they cannot
+        tell apart.
+        """
+        if self.cancel_on_kill:
+            await shielded(self._cancel_if_stopped_by_user(), timeout=ON_KILL_SECONDS)
+
+    async def _cancel_if_stopped_by_user(self) -> None:
+        if not await stopped_by_user(self):
+            self.log.info("Trigger of prediction %s moved to another triggerer: leaving it running", self.prediction_id)
             return
         hook = EachlabsHook(eachlabs_conn_id=self.eachlabs_conn_id)
         try:

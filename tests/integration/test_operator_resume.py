@@ -257,3 +257,14 @@ def test_on_kill_cancels_the_prediction_being_waited_for(emulator, eachlabs_conn
     keep.on_kill()
     assert emulator.prediction(other)["status"] != "cancelled"
     assert emulator.stats()["cancels"] == 1
+
+
+def test_on_kill_after_the_deferral_leaves_the_prediction_to_the_trigger(emulator, eachlabs_connection):
+    """A SIGTERM the worker gets right after deferring (on_kill) must not cancel what the trigger now waits for."""
+    emulator.configure(duration=600, speed=1)
+    op = operator()
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute({"ti": TaskInstance(), "task_state_store": Store()})
+    op.on_kill()
+    assert emulator.prediction(deferred.value.trigger.prediction_id)["status"] != "cancelled"
+    assert emulator.stats()["cancels"] == 0
