@@ -10,8 +10,6 @@ import json
 import re
 from typing import Any
 
-import pytest
-
 from tests.fixtures.scenarios import LOAD_PROMPTS, Orchestra, Outcome, sidecar_matches
 
 #: Ratio of worker running time to prediction time under which "no slot is held while waiting" counts as shown.
@@ -101,23 +99,14 @@ def test_triggerer_sigkill_mid_wait_hands_the_trigger_over(deployed: Orchestra) 
     assert found.survived and found.creates == 1 and found.cancels == 0, describe(found)
 
 
-def _frozen_triggerer(deployed: Orchestra, scenario: str) -> None:
-    found = outcome(deployed, scenario)
+def test_triggerer_frozen_past_its_heartbeat_cancels_nothing(deployed: Orchestra) -> None:
+    """The trigger moves to the other triggerer; when the frozen one resumes, Airflow 3.3 calls on_kill for the
+    trigger it lost (apache/airflow#73454), and the trigger's ownership guard leaves the prediction running."""
+    found = outcome(deployed, "triggerer SIGSTOP")
     assert found.facts["moved_to"] != found.facts["frozen"]
     on_kill_lines = [line for line in found.facts["trigger_log"].splitlines() if "on_kill" in line or "ancel" in line]
     assert found.facts["cancel_requests_after_move"] == 0, (describe(found), on_kill_lines[-10:])
     assert found.survived and found.creates == 1 and found.cancels == 0, describe(found)
-
-
-def test_triggerer_frozen_past_its_heartbeat_cancels_nothing_with_the_ownership_guard(deployed: Orchestra) -> None:
-    """The provider's trigger with on_kill guarded by ``_ownership.stopped_by_user``: the resumed triggerer's
-    on_kill (Airflow 3.3 calls it for the moved trigger, apache/airflow#73454) leaves the prediction running."""
-    _frozen_triggerer(deployed, "triggerer SIGSTOP (on_kill guarded)")
-
-
-def test_triggerer_frozen_past_its_heartbeat_cancels_nothing(deployed: Orchestra) -> None:
-    """The same with EachlabsPredictionTrigger as shipped: passes once its on_kill calls ``stopped_by_user``."""
-    _frozen_triggerer(deployed, "triggerer SIGSTOP (on_kill as shipped)")
 
 
 def test_worker_killed_after_the_create_resumes_the_same_prediction(deployed: Orchestra) -> None:
@@ -163,12 +152,10 @@ def test_a_never_finishing_prediction_times_out_cancels_and_creates_nothing_more
     assert found.facts["try_number"] == 1, describe(found)
 
 
-@pytest.mark.parametrize("guarded", [False, True], ids=["shipped", "guarded"])
-def test_marking_a_deferred_task_failed_cancels_its_prediction(deployed: Orchestra, guarded: bool) -> None:
-    """A user's stop cancels the prediction. As shipped, on_kill is cut short by the triggerer's repeated
-    cancellation (Airflow 3.3) when its requests take over a second; guarded (``_ownership.shielded`` +
-    ``stopped_by_user``), it completes."""
-    found = outcome(deployed, "user marks deferred task failed" + (" (on_kill guarded)" if guarded else ""))
+def test_marking_a_deferred_task_failed_cancels_its_prediction(deployed: Orchestra) -> None:
+    """A user's stop cancels the prediction: on_kill runs shielded from the triggerer's repeated cancellation
+    (Airflow 3.3), which would otherwise cut it short once its request takes over a second."""
+    found = outcome(deployed, "user marks deferred task failed")
     assert found.survived and found.cancels >= 1 and found.creates == 1, describe(found)
     assert found.ti_states == ["failed"]
 
