@@ -140,8 +140,10 @@ def test_point8_the_worker_wait_returns_a_video_that_finished_in_the_last_poll_g
     dag_from_source, emulator, eachlabs_connection
 ):
     """``deferrable=False``: the last poll saw it running, the deadline came before the next; read once more."""
-    emulator.configure(duration=0.6, speed=1)
-    body = 'RunwayGenerateVideoOperator(task_id="generate", prompt_text="x", deferrable=False, timeout=1.0, retries=0, '
+    # The first poll comes right after the create (well inside the 3 s render), the next would be 5 s later:
+    # the deadline (4 s) falls in that gap, after the finish.
+    emulator.configure(duration=3, speed=1)
+    body = 'RunwayGenerateVideoOperator(task_id="generate", prompt_text="x", deferrable=False, timeout=4.0, retries=0, '
     dag_run = run_generation_dag(dag_from_source, body + "poll_interval=5)")
     assert dag_run.state == DagRunState.SUCCESS
     assert xcom(dag_run, "generate")["status"] == "succeeded"

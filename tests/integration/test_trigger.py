@@ -174,12 +174,13 @@ async def test_a_video_that_finished_before_a_late_start_is_returned_not_cancell
 
 async def test_a_video_that_finished_in_the_last_poll_gap_is_returned(emulator, eachlabs_connection, hook_factory):
     """The last poll saw it running; it finished before the deadline's cancel: the final read finds it."""
-    emulator.configure(duration=0.6, speed=1.0)
+    emulator.configure(duration=2.0, speed=1.0)
     pid = create(emulator, hook_factory)
-    trigger = trigger_for(pid, poll_interval=5, max_poll_interval=5, deadline=time.time() + 1.0)
+    trigger = trigger_for(pid, poll_interval=5, max_poll_interval=5, deadline=time.time() + 3.0)
     (event,) = await collect(trigger)
     assert event["status"] == "success"
-    assert emulator.stats()["cancels"] == 0
+    stats = emulator.stats()
+    assert (stats["gets"], stats["cancels"]) == (2, 0)  # the poll that saw it running, then the final read
 
 
 @pytest.fixture
