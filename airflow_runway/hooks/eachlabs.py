@@ -24,7 +24,7 @@ from airflow_runway.hooks.errors import (
 from airflow_runway.hooks.retry import UNBOUNDED, EachlabsRetryPolicy, RequestBounds, is_retryable
 from airflow_runway.hooks.session import SESSIONS, SharedSession
 from airflow_runway.hooks.settings import DEFAULT_MAX_ATTEMPTS, DEFAULT_TIMEOUT, EachlabsSettings
-from airflow_runway.hooks.transport import environment_proxy, requests_session
+from airflow_runway.hooks.transport import requests_session
 from airflow_runway.models import Prediction, parse_prediction
 
 T = TypeVar("T")
@@ -348,7 +348,6 @@ class EachlabsHook(BaseHook):
         shared = self._shared(settings)
         url = settings.base_url + path
         secret = settings.api_key
-        proxy = environment_proxy(url)
 
         async def attempt() -> T:
             limit = bounds.timeout(settings.timeout)
@@ -360,7 +359,7 @@ class EachlabsHook(BaseHook):
                 sock_read=limit,
             )
             try:
-                await asyncio.wait_for(shared.limiter.acquire(urgency), limit)
+                await shared.limiter.acquire(urgency, timeout=limit)
             except asyncio.TimeoutError:
                 raise EachlabsConnectionError(
                     f"The Eachlabs request budget ({settings.rate_limit_per_minute:g}/min) had no room "
@@ -369,7 +368,7 @@ class EachlabsHook(BaseHook):
                 ) from None
             try:
                 async with shared.session.request(
-                    method, url, headers=settings.headers, timeout=timeout, proxy=proxy, allow_redirects=False
+                    method, url, headers=settings.headers, timeout=timeout, proxy=shared.proxy, allow_redirects=False
                 ) as response:
                     body = await response.read()
             except (aiohttp.ClientError, asyncio.TimeoutError) as error:

@@ -12,8 +12,13 @@ from airflow_runway.hooks.session import PriorityLimiter
 RATE = 1200  # requests per minute: one every 50 ms, so the tests stay quick
 
 
+def strict() -> PriorityLimiter:
+    """A budget that wakes its waiters one slot at a time, as the API's 60/min budget does (slots 1 s apart)."""
+    return PriorityLimiter(RATE, min_tick=0)
+
+
 async def test_requests_are_spaced_at_the_rate_the_first_one_at_once():
-    limiter = PriorityLimiter(RATE)
+    limiter = strict()
     loop = asyncio.get_running_loop()
     start = loop.time()
     granted = []
@@ -27,7 +32,7 @@ async def test_requests_are_spaced_at_the_rate_the_first_one_at_once():
 
 
 async def test_concurrent_waiters_never_exceed_the_rate():
-    limiter = PriorityLimiter(RATE)
+    limiter = strict()
     loop = asyncio.get_running_loop()
     granted: list[float] = []
 
@@ -41,7 +46,7 @@ async def test_concurrent_waiters_never_exceed_the_rate():
 
 
 async def test_the_most_urgent_waiter_goes_first_ties_in_arrival_order():
-    limiter = PriorityLimiter(RATE)
+    limiter = strict()
     await limiter.acquire()  # holds the slot: everyone below queues
     order: list[str] = []
 
@@ -58,7 +63,7 @@ async def test_the_most_urgent_waiter_goes_first_ties_in_arrival_order():
 
 
 async def test_without_urgencies_it_is_first_come_first_served():
-    limiter = PriorityLimiter(RATE)
+    limiter = strict()
     order: list[int] = []
 
     async def one(i: int) -> None:
@@ -74,7 +79,7 @@ async def test_without_urgencies_it_is_first_come_first_served():
 
 
 async def test_a_cancelled_waiter_gives_its_turn_to_the_next():
-    limiter = PriorityLimiter(RATE)
+    limiter = strict()
     loop = asyncio.get_running_loop()
     await limiter.acquire()
     urgent = asyncio.create_task(limiter.acquire(1.0))
@@ -88,6 +93,49 @@ async def test_a_cancelled_waiter_gives_its_turn_to_the_next():
     with pytest.raises(asyncio.CancelledError):
         await urgent
     assert limiter.waiting == 0
+
+
+async def test_a_waiter_that_times_out_raises_and_gives_up_its_turn():
+    limiter = strict()
+    await limiter.acquire()
+    with pytest.raises(asyncio.TimeoutError):
+        await limiter.acquire(1.0, timeout=0.001)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    await limiter.acquire(timeout=1.0)
+    assert loop.time() - start < 2 * limiter.interval
+    assert limiter.waiting == 0
+
+
+async def test_at_a_fast_rate_waiters_wake_a_tick_at_a_time_within_the_budget():
+    limiter = PriorityLimiter(RATE, min_tick=0.2)  # slots every 50 ms, woken four at a time
+    per_tick = round(limiter.tick / limiter.interval)
+    loop = asyncio.get_running_loop()
+    granted: list[float] = []
+
+    async def one() -> None:
+        await limiter.acquire()
+        granted.append(loop.time())
+
+    await asyncio.gather(*(one() for _ in range(24)))
+    granted.sort()
+    wake_ups = len({round(t, 3) for t in granted})
+    assert wake_ups <= 24 // per_tick + 2, granted
+    # No window holds more than the rate allows plus one tick's worth of saved-up slots.
+    for i, start in enumerate(granted):
+        for j in range(i, len(granted)):
+            window = granted[j] - start
+            assert j - i + 1 <= window / limiter.interval + per_tick + 1, (i, j, window)
+    assert granted[-1] - granted[0] >= (24 - 2 * per_tick) * limiter.interval
+
+
+async def test_a_lone_waiter_waits_for_one_slot_not_a_tick():
+    limiter = PriorityLimiter(RATE, min_tick=1.0)
+    loop = asyncio.get_running_loop()
+    await limiter.acquire()
+    start = loop.time()
+    await limiter.acquire()
+    assert loop.time() - start < limiter.interval + 0.03
 
 
 @pytest.mark.parametrize("rate", [0, -5])
