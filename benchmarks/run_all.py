@@ -1,13 +1,14 @@
 """`make bench`: every benchmark side by side on this machine, its tables on stdout, plots and data in ``--out``.
 
 1. Worker slots on a real deployment (LocalExecutor + PostgreSQL, the e2e harness): the same N time-compressed
-   predictions through our deferrable and sync modes, the seed's 1 s loop, and HttpOperator + HttpSensor in
-   reschedule and poke mode (``worker_slots_benchmark.py``).
+   predictions (400 s of real time each) through our deferrable and sync modes, the seed's 1 s loop, and
+   HttpOperator + HttpSensor in reschedule and poke mode, the modes staggered so that their waits overlap
+   (``worker_slots_benchmark.py``).
 2. Poll policy under the API's limits, on a simulated clock (``poll_policy_sim.py``).
 3. Triggerer scale: 1,000 concurrent waits in one process, the emulator in another (``trigger_benchmark.py``).
 4. Transfer at full speed: 1 GiB to the loopback S3 server and to local disk (``transfer_benchmark.py``).
 
-    python benchmarks/run_all.py                 # the full run (about 23 minutes, part 1 about 8)
+    python benchmarks/run_all.py                 # the full run (about 24 minutes, part 1 about 9)
     python benchmarks/run_all.py --smoke         # every benchmark at a tiny size (CI: under 2 minutes)
 
 Each part prints a Markdown table and the issue's goals, met or not; ``--out`` (default ``bench-results/``)
@@ -95,7 +96,11 @@ def main() -> int:
 
     if "slots" in args.parts:
         slots = worker_slots_benchmark
-        scale = "2 predictions per mode, all modes at once" if args.smoke else "10 predictions per mode, one at a time"
+        scale = (
+            "2 predictions per mode, all modes at once"
+            if args.smoke
+            else "10 predictions of 400 s per mode, the modes staggered"
+        )
         print(f"\n[1] worker slots: a LocalExecutor + PostgreSQL deployment, {scale} ...", flush=True)
         try:
             rows, facts = slots.run(args.smoke, progress=lambda line: print(line, flush=True))

@@ -4,8 +4,22 @@ One LocalExecutor + PostgreSQL deployment from the e2e harness (``tests/fixtures
 scheduler, dag-processor, two triggerers, the emulator and moto as processes of their own), whose executor is
 ``benchmarks/slot_timing_executor.py``: Airflow's LocalExecutor, whose worker processes append each workload's
 busy interval to a JSONL file. Each mode is a DAG file of its own (``BODIES`` below), run N times at once (N DAG
-runs), the modes one after another (``--smoke``: all at once), the same N and speed for each, after a warm-up run
-that puts one task on every worker process (not measured):
+runs), the same N and speed for each, after a warm-up run that puts one task on every worker process (not
+measured). The full run's predictions are 400 s of real time (the API's 833 s compressed 2.1x; ``--real-seconds``):
+a blocking mode's slot time is the prediction's length and ours is not, so the ratio between them is set by the
+compression and is measured here near the real length, not extrapolated. ``--schedule`` lays the modes out in time:
+
+* ``staggered`` (the full run's default): mode k+1's N runs are triggered once the emulator has seen mode k's N
+  creates plus ``--settle`` seconds (10 s: ours' deferral exits are over), so no two modes' start-ups share the CPU,
+  while the waits overlap: the part takes about 5 start-ups + one prediction + the tail (8.5 minutes with the
+  deployment's start-up and warm-up) where one mode after another would take 5 predictions (~36 minutes);
+* ``sequential``: one mode after another, each mode's runs waited for before the next mode's are triggered;
+* ``concurrent`` (``--smoke``'s default): every mode's runs triggered at once.
+
+When the modes overlap, the ``eachlabs`` pool has N slots per mode (ours' deferred tasks count in it) and the
+executor N worker processes per mode (+2): the three blocking modes hold 3N for a whole prediction, and the
+reschedule sensor's N pokes and our N resumes can come at the same moment. The emulator's in-flight cap is off;
+it limits no request rate, so the seed's 1 s loops (N requests a second) are never answered 429. The modes:
 
 * ``ours, deferrable``: :class:`RunwayGenerateVideoOperator` (creates, defers, resumes once to return);
 * ``ours, deferrable=False``: the same operator waiting in its worker (the trigger's wait in the task process);
@@ -15,8 +29,8 @@ that puts one task on every worker process (not measured):
 
 Measured per mode: worker slot-seconds (the sum of the executor's busy intervals: process start-up included,
 unlike a task instance's ``running`` time), task starts (workloads the executor ran), API requests (the emulator's
-per-prediction counts: creates, status reads, cancels), and wall time (first trigger to the last run's end). Every
-task sits in the ``eachlabs`` pool (N slots). Each workload's slot time is split by its task log's timestamps
+per-prediction counts: creates, status reads, cancels), and wall time (the mode's first trigger to its last run's
+end). Every task sits in the ``eachlabs`` pool. Each workload's slot time is split by its task log's timestamps
 (:func:`phases`): boot (fork and interpreter until the task process' first line), parse (DAG bundle and file, start-up
 details), code (``execute`` until the deferral, ``execute_complete``, a poke), exit (the deferral or XCom push, the
 process' exit, the final state report). ``slow_exits`` counts workloads whose exit took ~5 s: Airflow 3.3's
@@ -42,8 +56,9 @@ workload (one task start and its slot time per prediction). Evaluated against th
   the operator fails with ``AirflowFailException``; ``check_result`` (a success without a video URL) likewise.
 * Listeners do not run for tasks ending in the trigger (``dagbag.py`` warns); the key is not involved either way.
 
-    python benchmarks/worker_slots_benchmark.py             # N=10, 70 s predictions (speed 11.9), ~8 minutes
-    python benchmarks/worker_slots_benchmark.py --smoke     # N=2, 6 s predictions, every mode once, all at once
+    python benchmarks/worker_slots_benchmark.py             # N=10, 400 s predictions (speed 2.1), staggered, ~9 min
+    python benchmarks/worker_slots_benchmark.py --smoke     # N=2, 6 s predictions, every mode at once, ~1 minute
+    python benchmarks/worker_slots_benchmark.py --real-seconds 70 --schedule sequential --out bench-results
 
 Exits non-zero when a mode's runs do not all succeed. ``AIRFLOW_RUNWAY_KEEP_STACK_LOGS=1`` keeps the stack's logs.
 """
@@ -58,7 +73,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -96,6 +110,10 @@ MODES = (
 BY_KEY = {mode.key: mode for mode in MODES}
 
 
+#: How the modes' runs are laid out in time (see the module docstring).
+SCHEDULES = ("staggered", "sequential", "concurrent")
+
+
 @dataclass(frozen=True)
 class Settings:
     """One run's sizes. Poll intervals are real seconds (not compressed): only the prediction is compressed."""
@@ -105,19 +123,40 @@ class Settings:
     reschedule_interval: float  # HttpSensor poke_interval in reschedule mode
     poke_interval: float  # HttpSensor poke_interval in poke mode
     operator: dict[str, Any]  # our operator's poll settings
-    concurrent: bool  # run the modes at the same time (smoke) instead of one after another
+    schedule: str  # one of SCHEDULES
+    settle: float  # staggered: seconds after a mode's last create before the next mode's runs are triggered
     run_timeout: float
 
     @property
     def speed(self) -> float:
         return PREDICTION_SECONDS / self.real_seconds
 
+    @property
+    def overlapping(self) -> bool:
+        """Whether several modes' runs are in flight at once (staggered, concurrent)."""
+        return self.schedule != "sequential"
+
+    def pool_slots(self, modes: int) -> int:
+        """The ``eachlabs`` pool: N per mode in flight at once (deferred tasks count: ``include_deferred``)."""
+        return self.predictions * (modes if self.overlapping else 1)
+
     def parallelism(self, modes: int) -> int:
-        """LocalExecutor worker processes: every blocking mode holds N at once (all modes' when concurrent)."""
-        return max(8, self.predictions * (modes if self.concurrent else 1) + 2)
+        """LocalExecutor worker processes. Every blocking mode (``deferrable=False``, the seed's loop, the poke
+        sensor) holds N at once for a whole prediction; when the modes overlap, those 3N, the reschedule sensor's
+        N pokes (its N runs poke together) and our N resumes can all be running at one moment: N per mode, the
+        pool's size, plus two spare."""
+        return max(8, self.pool_slots(modes) + 2)
 
 
-def settings_for(smoke: bool, predictions: int | None = None, real_seconds: float | None = None) -> Settings:
+def settings_for(
+    smoke: bool,
+    predictions: int | None = None,
+    real_seconds: float | None = None,
+    schedule: str | None = None,
+    settle: float | None = None,
+) -> Settings:
+    if schedule is not None and schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     if smoke:
         real = real_seconds or 6.0
         return Settings(
@@ -126,10 +165,11 @@ def settings_for(smoke: bool, predictions: int | None = None, real_seconds: floa
             reschedule_interval=3.0,
             poke_interval=2.0,
             operator={"poll_interval": 1, "max_poll_interval": 2, "expected_duration": real},
-            concurrent=True,
+            schedule=schedule or "concurrent",
+            settle=2.0 if settle is None else settle,
             run_timeout=240.0,
         )
-    real = real_seconds or 70.0
+    real = real_seconds or 400.0
     return Settings(
         predictions=predictions or 10,
         real_seconds=real,
@@ -138,8 +178,9 @@ def settings_for(smoke: bool, predictions: int | None = None, real_seconds: floa
         # The operator's defaults (a poll every 5 s around the expected finish, at most 120 s apart before),
         # with the expected duration a deployment learns from metrics.predict_time: the compressed one.
         operator={"expected_duration": real},
-        concurrent=False,
-        run_timeout=real * 3 + 180,
+        schedule=schedule or "staggered",
+        settle=10.0 if settle is None else settle,
+        run_timeout=real * 1.5 + 180,
     )
 
 
@@ -333,32 +374,63 @@ class ModeRun:
     mode: Mode
     run_ids: list[str]
     started: float  # wall clock at the first trigger
+    deadline: float  # monotonic: runs not finished by then are "timed out"
     states: dict[str, str]
-    ended: float | None  # wall clock at the last run's end_date
+    ends: dict[str, float]  # run id -> wall clock at its end_date
+
+    @property
+    def done(self) -> bool:
+        return len(self.states) == len(self.run_ids)
+
+    @property
+    def ended(self) -> float | None:
+        """Wall clock at the last run's end, once every run has ended."""
+        return max(self.ends.values()) if self.ends and len(self.ends) == len(self.run_ids) else None
 
 
-def run_mode(d: Deployment, mode: Mode, settings: Settings) -> ModeRun:
-    """Trigger N runs of the mode's DAG at once and wait for all of them to finish."""
+def marker(mode: Mode) -> str:
+    """What the mode's prompts contain, and no other mode's (the emulator's predictions are found by it)."""
+    return f"bench {mode.dag_id} "
+
+
+def trigger_mode(d: Deployment, mode: Mode, settings: Settings) -> ModeRun:
+    """Trigger the mode's N DAG runs at once."""
     d.unpause(mode.dag_id)
     started = time.time()
     run_ids = [d.trigger(mode.dag_id) for _ in range(settings.predictions)]
-    deadline = time.monotonic() + settings.run_timeout
-    states: dict[str, str] = {}
-    ends: list[float] = []
-    while len(states) < len(run_ids):
-        if time.monotonic() > deadline:
-            break
-        time.sleep(1)
-        for run_id in run_ids:
-            if run_id in states:
+    return ModeRun(mode, run_ids, started, time.monotonic() + settings.run_timeout, {}, {})
+
+
+def wait_runs(d: Deployment, runs: list[ModeRun], progress: Callable[[str], None], interval: float = 2.0) -> None:
+    """Wait until every run of ``runs`` has ended (or its mode's deadline passed). One list request per mode per
+    ``interval`` (a run's end is its ``end_date``, not when it was seen), so the API server stays out of the way."""
+    while not all(run.done for run in runs):
+        time.sleep(interval)
+        for run in runs:
+            if run.done:
                 continue
-            run = d.run(mode.dag_id, run_id)
-            if run["state"] in TERMINAL:
-                states[run_id] = run["state"]
-                ends.append(_epoch(run.get("end_date")) or time.time())
-    for run_id in run_ids:
-        states.setdefault(run_id, "timed out")
-    return ModeRun(mode, run_ids, started, states, max(ends) if len(ends) == len(run_ids) else None)
+            found = {r["dag_run_id"]: r for r in d.runs(run.mode.dag_id)}
+            for run_id in run.run_ids:
+                state = (found.get(run_id) or {}).get("state")
+                if run_id not in run.states and state in TERMINAL:
+                    run.states[run_id] = str(state)
+                    run.ends[run_id] = _epoch(found[run_id].get("end_date")) or time.time()
+            if time.monotonic() > run.deadline:
+                for run_id in run.run_ids:
+                    run.states.setdefault(run_id, "timed out")
+            if run.done:
+                wall = f"{run.ended - run.started:.0f} s" if run.ended else "timed out"
+                progress(f"    {run.mode.label}: {sorted(set(run.states.values()))}, wall {wall}")
+
+
+def wait_creates(d: Deployment, run: ModeRun, settings: Settings, timeout: float = 180.0) -> float | None:
+    """Seconds from the mode's first trigger until the emulator has seen its N creates (``None``: not all came)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if len(d.predictions(marker(run.mode))) >= settings.predictions:
+            return time.time() - run.started
+        time.sleep(0.5)
+    return None
 
 
 def read_slots(path: Path, timeout: float = 60.0) -> list[dict[str, Any]]:
@@ -442,7 +514,7 @@ def summed(items: list[dict[str, float]]) -> dict[str, float]:
 
 def mode_row(d: Deployment, run: ModeRun, slots: list[dict[str, Any]], settings: Settings) -> dict[str, Any]:
     mine = [s for s in slots if s["dag_id"] == run.mode.dag_id]
-    predictions = d.predictions(f"bench {run.mode.dag_id} ")
+    predictions = d.predictions(marker(run.mode))
     polls = sum(int(p.get("polls", 0)) for p in predictions)
     cancels = sum(int(p.get("cancel_requests", 0)) for p in predictions)
     slot_seconds = sum(s["end"] - s["start"] for s in mine)
@@ -485,13 +557,17 @@ def run(
     modes: list[str] | None = None,
     progress: Callable[[str], None] = print,
     stack_env: dict[str, str] | None = None,
+    schedule: str | None = None,
+    settle: float | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Run the modes on one deployment; returns the table's rows and facts about the run (sizes, timings).
 
+    ``schedule``: ``staggered`` (the full run's default), ``sequential`` or ``concurrent`` (the smoke's default);
+    ``settle``: staggered, the seconds after a mode's N creates before the next mode is triggered.
     ``stack_env``: more Airflow settings for every component (an experiment, e.g.
     ``AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL``), recorded in the facts.
     """
-    settings = settings_for(smoke, predictions, real_seconds)
+    settings = settings_for(smoke, predictions, real_seconds, schedule, settle)
     chosen = [BY_KEY[key] for key in (modes or [m.key for m in MODES])]
     pg_server_url = os.environ.get("AIRFLOW_RUNWAY_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432")
     postgres.ensure_running(pg_server_url)
@@ -506,7 +582,10 @@ def run(
         "reschedule_interval_s": settings.reschedule_interval,
         "poke_interval_s": settings.poke_interval,
         "operator": settings.operator,
-        "modes_concurrent": settings.concurrent,
+        "schedule": settings.schedule,
+        "settle_s": settings.settle,
+        "parallelism": settings.parallelism(len(chosen)),
+        "pool_slots": settings.pool_slots(len(chosen)),
         "stack_env": stack_env or {},
     }
     begin = time.monotonic()
@@ -529,7 +608,7 @@ def run(
         facts["startup_s"] = round(time.monotonic() - begin, 1)
         d.sampler.stopped.set()  # the e2e sampler's REST polling is not needed here
         progress(f"    deployment up in {facts['startup_s']:.0f} s")
-        runs = _measure(d, chosen, settings, progress)
+        runs = _measure(d, chosen, settings, progress, facts)
         slots = read_slots(slots_file)
         for mode_run in runs:
             rows.append(mode_row(d, mode_run, slots, settings))
@@ -537,10 +616,14 @@ def run(
     return rows, facts
 
 
-def _measure(d: Deployment, modes: list[Mode], settings: Settings, progress: Callable[[str], None]) -> list[ModeRun]:
+def _measure(
+    d: Deployment, modes: list[Mode], settings: Settings, progress: Callable[[str], None], facts: dict[str, Any]
+) -> list[ModeRun]:
     d.configure_speed(settings.real_seconds)
+    # No in-flight cap: up to N x modes predictions are in flight at once. The emulator limits nothing else (no
+    # request rate), so the seed's 1 s loops are never answered 429.
     d.emulator.configure(max_in_flight=None)
-    slots = settings.predictions * (len(modes) if settings.concurrent else 1)
+    slots = settings.pool_slots(len(modes))
     d.stack.request("PATCH", f"/api/v2/pools/{POOL}", {"name": POOL, "slots": slots, "include_deferred": True})
     # The HttpOperator/HttpSensor modes' connection: the emulator, its key as a header (the HttpHook sends the
     # connection's extra as headers), created the way a user would, once the emulator's URL is known.
@@ -558,18 +641,36 @@ def _measure(d: Deployment, modes: list[Mode], settings: Settings, progress: Cal
         d.wait_parsed(dag_id)
     began = time.monotonic()
     warm_run = d.trigger(WARMUP_DAG_ID)
-    if d.wait_run(WARMUP_DAG_ID, warm_run, 240) != "success":
+    if d.wait_run(WARMUP_DAG_ID, warm_run, 300) != "success":
         raise RuntimeError(f"the warm-up run {warm_run} failed")
-    progress(f"    warm-up (a task on every worker process, not measured) in {time.monotonic() - began:.0f} s")
-    if settings.concurrent:
-        with ThreadPoolExecutor(len(modes)) as pool:
-            return list(pool.map(lambda mode: run_mode(d, mode, settings), modes))
-    runs = []
-    for mode in modes:
-        began = time.monotonic()
-        runs.append(run_mode(d, mode, settings))
-        states = sorted(set(runs[-1].states.values()))
-        progress(f"    {mode.label}: {states} in {time.monotonic() - began:.0f} s")
+    facts["warmup_s"] = round(time.monotonic() - began, 1)
+    progress(f"    warm-up (a task on every worker process, not measured) in {facts['warmup_s']:.0f} s")
+    began = time.monotonic()
+    runs: list[ModeRun] = []
+    if settings.schedule == "concurrent":
+        runs = [trigger_mode(d, mode, settings) for mode in modes]
+        wait_runs(d, runs, progress)
+    elif settings.schedule == "sequential":
+        for mode in modes:
+            runs.append(trigger_mode(d, mode, settings))
+            wait_runs(d, runs[-1:], progress)
+    else:
+        # Staggered: the next mode's runs once this mode's N predictions are created and its start-ups (ours: the
+        # deferral's exit) are over, so start-ups never share the CPU; the waits overlap.
+        facts["creates_s"] = {}
+        for index, mode in enumerate(modes):
+            runs.append(trigger_mode(d, mode, settings))
+            created = wait_creates(d, runs[-1], settings)
+            facts["creates_s"][mode.key] = None if created is None else round(created, 1)
+            offset = runs[-1].started - runs[0].started
+            progress(
+                f"    {mode.label}: {settings.predictions} runs triggered at +{offset:.0f} s, "
+                + (f"created in {created:.0f} s" if created is not None else "NOT all created in time")
+            )
+            if index < len(modes) - 1:
+                time.sleep(settings.settle)
+        wait_runs(d, runs, progress)
+    facts["measure_s"] = round(time.monotonic() - began, 1)
     return runs
 
 
@@ -630,7 +731,11 @@ def notes(rows: list[dict[str, Any]], facts: dict[str, Any]) -> list[str]:
     lines = [
         f"{facts['predictions']} predictions per mode, each {facts['prediction_real_s']:g} s of real time "
         f"(the API's {PREDICTION_SECONDS:g} s compressed {facts['speed']:g}x); poll intervals are not compressed; "
-        f"deployment start-up {facts.get('startup_s')} s, whole part {facts.get('total_s')} s."
+        f"modes {SCHEDULE_TEXT.get(facts.get('schedule', ''), facts.get('schedule'))}"
+        + (f" (settle {facts['settle_s']:g} s)" if facts.get("schedule") == "staggered" else "")
+        + f"; {facts.get('parallelism')} worker processes, pool of {facts.get('pool_slots')}; deployment start-up "
+        f"{facts.get('startup_s')} s, warm-up {facts.get('warmup_s')} s, modes {facts.get('measure_s')} s, "
+        f"whole part {facts.get('total_s')} s."
     ]
     if ours and "breakdown" in ours:
         b = ours["breakdown"]
@@ -675,6 +780,12 @@ def notes(rows: list[dict[str, Any]], facts: dict[str, Any]) -> list[str]:
                 )
     return lines
 
+
+SCHEDULE_TEXT = {
+    "staggered": "staggered (the next mode's runs once the last one's predictions were all created; waits overlap)",
+    "sequential": "one after another",
+    "concurrent": "all at once",
+}
 
 BREAKDOWN_COLUMNS = ("workload", "boot", "parse", "code", "exit", "total", "per_task")
 
@@ -746,8 +857,16 @@ def title(facts: dict[str, Any]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="N=2, ~6 s predictions, the modes at the same time")
-    parser.add_argument("--predictions", type=int, help="N, predictions per mode")
-    parser.add_argument("--real-seconds", type=float, help="a prediction's real duration (sets the speed)")
+    parser.add_argument("--predictions", type=int, help="N, predictions per mode (default 10; smoke 2)")
+    parser.add_argument(
+        "--real-seconds", type=float, help="a prediction's real duration, sets the speed (default 400; smoke 6)"
+    )
+    parser.add_argument(
+        "--schedule", choices=SCHEDULES, help="how the modes' runs overlap (default staggered; smoke concurrent)"
+    )
+    parser.add_argument(
+        "--settle", type=float, help="staggered: seconds after a mode's N creates before the next mode (default 10)"
+    )
     parser.add_argument("--modes", nargs="+", choices=[m.key for m in MODES], help="a subset of the modes")
     parser.add_argument("--out", type=Path, help="write worker_slots.json and worker_slots.png here")
     parser.add_argument(
@@ -757,7 +876,15 @@ def main() -> int:
     from table import print_table
 
     stack_env = dict(item.split("=", 1) for item in args.stack_env)
-    rows, facts = run(args.smoke, args.predictions, args.real_seconds, args.modes, stack_env=stack_env)
+    rows, facts = run(
+        args.smoke,
+        args.predictions,
+        args.real_seconds,
+        args.modes,
+        stack_env=stack_env,
+        schedule=args.schedule,
+        settle=args.settle,
+    )
     rows = with_ratios(rows)
     print(f"\n{title(facts)}\n")
     print_table(rows, COLUMNS)
