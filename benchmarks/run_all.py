@@ -1,12 +1,15 @@
 """`make bench`: every benchmark side by side on this machine, its tables on stdout, plots and data in ``--out``.
 
-1. Worker slots on a real deployment (LocalExecutor + PostgreSQL): not built yet, it reuses the e2e harness.
+1. Worker slots on a real deployment (LocalExecutor + PostgreSQL, the e2e harness): the same N time-compressed
+   predictions (400 s of real time each) through our deferrable and sync modes, the seed's 1 s loop, and
+   HttpOperator + HttpSensor in reschedule and poke mode, the modes staggered so that their waits overlap
+   (``worker_slots_benchmark.py``).
 2. Poll policy under the API's limits, on a simulated clock (``poll_policy_sim.py``).
 3. Triggerer scale: 1,000 concurrent waits in one process, the emulator in another (``trigger_benchmark.py``).
 4. Transfer at full speed: 1 GiB to the loopback S3 server and to local disk (``transfer_benchmark.py``).
 
-    python benchmarks/run_all.py                 # the full run (about 10 minutes)
-    python benchmarks/run_all.py --smoke         # every benchmark at a tiny size (CI: well under 2 minutes)
+    python benchmarks/run_all.py                 # the full run (about 24 minutes, part 1 about 9)
+    python benchmarks/run_all.py --smoke         # every benchmark at a tiny size (CI: under 2 minutes)
 
 Each part prints a Markdown table and the issue's goals, met or not; ``--out`` (default ``bench-results/``)
 receives ``results.json``, ``results.md`` and one PNG per part.
@@ -31,12 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import poll_policy_sim
 import transfer_benchmark
 import trigger_benchmark
+import worker_slots_benchmark
 from table import format_table
-
-WORKER_SLOTS_PENDING = (
-    "Part 1 (worker slots on a real deployment, LocalExecutor + PostgreSQL) is not measured yet: it needs the e2e "
-    "harness (tests/e2e, real Airflow stack) that is being built; its row in the README says so."
-)
 
 
 def section(title: str, rows: list[dict[str, Any]], columns: tuple[str, ...], goals: dict[str, bool]) -> str:
@@ -88,13 +87,39 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks every benchmark runs (CI)")
     parser.add_argument("--out", type=Path, default=Path("bench-results"))
-    parser.add_argument("--parts", nargs="+", default=["policy", "triggerer", "transfer"])
+    parser.add_argument("--parts", nargs="+", default=["slots", "policy", "triggerer", "transfer"])
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    report = [f"# airflow-runway benchmarks{' (smoke)' if args.smoke else ''}\n", f"{WORKER_SLOTS_PENDING}\n"]
+    report = [f"# airflow-runway benchmarks{' (smoke)' if args.smoke else ''}\n"]
     results: dict[str, Any] = {}
-    print(WORKER_SLOTS_PENDING, flush=True)
+
+    if "slots" in args.parts:
+        slots = worker_slots_benchmark
+        scale = (
+            "2 predictions per mode, all modes at once"
+            if args.smoke
+            else "10 predictions of 400 s per mode, the modes staggered"
+        )
+        print(f"\n[1] worker slots: a LocalExecutor + PostgreSQL deployment, {scale} ...", flush=True)
+        try:
+            rows, facts = slots.run(args.smoke, progress=lambda line: print(line, flush=True))
+        except Exception as error:  # the deployment did not start or a wait failed: report it, run the rest
+            rows, facts = [{"mode": "deployment", "error": repr(error)[:2000]}], {}
+        rows = slots.with_ratios(rows)
+        results["slots"] = rows
+        results["slots_facts"] = facts
+        title = slots.title(facts) if facts else "1. Worker slots"
+        text = section(title, rows, slots.COLUMNS, slots.goals(rows))
+        if facts:
+            text += "".join(f"- {line}\n" for line in slots.notes(rows, facts))
+        if breakdown := slots.breakdown_rows(rows, facts.get("predictions", 1)):
+            text += "\nOur deferrable mode's slot seconds by workload and phase (all tasks):\n\n"
+            text += format_table(breakdown, slots.BREAKDOWN_COLUMNS) + "\n"
+        report.append(text)
+        print(report[-1], flush=True)
+        if facts:
+            slots.plot(rows, title, args.out / "worker_slots.png")
 
     if "policy" in args.parts:
         predictions = 60 if args.smoke else 2000
@@ -132,7 +157,7 @@ def main() -> int:
     (args.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     (args.out / "results.md").write_text("\n".join(report))
     print(f"\nwrote {args.out}/results.md, results.json and the PNGs in {time.perf_counter() - started:.0f}s")
-    failed = [r for rows in results.values() for r in rows if "error" in r]
+    failed = [r for rows in results.values() if isinstance(rows, list) for r in rows if "error" in r]
     return 1 if failed else 0
 
 
