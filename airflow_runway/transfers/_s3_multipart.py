@@ -59,9 +59,8 @@ class S3MultipartFile:
         self.bucket, self.key, _ = fs.split_path(path)
         self.max_concurrency = max_concurrency
         self.closed = False
-        # The part being filled, as the chunks written; once full they are joined into the part's one body.
-        self._chunks: list[bytes] = []
-        self._filled = 0
+        # The part being filled; once full it is handed to the upload as is (no copy) and a new one starts.
+        self._part = bytearray()
         self._upload_id: str | None = None
         self._in_flight: deque[tuple[int, concurrent.futures.Future[dict[str, Any]]]] = deque()
         self._parts: list[dict[str, Any]] = []
@@ -71,9 +70,8 @@ class S3MultipartFile:
         """Buffer ``data``; each full part starts uploading (waiting first if ``max_concurrency`` are in flight)."""
         if self.closed:
             raise ValueError(f"write to closed S3 upload {self.path}")
-        self._chunks.append(bytes(data))
-        self._filled += len(data)
-        if self._filled >= self.part_size:
+        self._part += data
+        if len(self._part) >= self.part_size:
             self._send(self._take())
         return len(data)
 
@@ -81,7 +79,7 @@ class S3MultipartFile:
         """Send the last part, if a multipart upload was started, and wait for every part (no commit)."""
         if self.closed:
             return
-        if self._upload_id is not None and self._filled:
+        if self._upload_id is not None and self._part:
             self._send(self._take())
         while self._in_flight:
             self._settle()
@@ -113,20 +111,18 @@ class S3MultipartFile:
             with suppress(BaseException):
                 future.result()
         self._in_flight.clear()
-        self._take()
+        self._part = bytearray()
         self.closed = True
         upload_id, self._upload_id = self._upload_id, None
         if upload_id is not None:
             with suppress(Exception):
                 self._call("abort_multipart_upload", Bucket=self.bucket, Key=self.key, UploadId=upload_id)
 
-    def _take(self) -> bytes:
-        # bytes, not a growing bytearray: botocore and aiohttp send bytes as they are, and copy a bytearray.
-        body = b"".join(self._chunks)
-        self._chunks, self._filled = [], 0
+    def _take(self) -> bytearray:
+        body, self._part = self._part, bytearray()
         return body
 
-    def _send(self, body: bytes) -> None:
+    def _send(self, body: bytearray) -> None:
         if self._upload_id is None:
             self._upload_id = self._call("create_multipart_upload", Bucket=self.bucket, Key=self.key)["UploadId"]
         while len(self._in_flight) >= self.max_concurrency:

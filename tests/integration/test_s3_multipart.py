@@ -28,7 +28,7 @@ def test_parts_upload_concurrently_with_bounded_buffers_and_appear_only_on_commi
     for start in range(0, len(body), MiB):
         upload.write(body[start : start + MiB])
         most_in_flight = max(most_in_flight, len(upload._in_flight))
-        assert upload._filled < MIN_PART_SIZE  # a full part never waits in the buffer
+        assert len(upload._part) < MIN_PART_SIZE  # a full part never waits in the buffer
     assert most_in_flight == 2  # two parts uploading while the writer went on, never more
     upload.close()
     assert s3_bucket.keys() == []  # every part sent, nothing visible yet
