@@ -7,7 +7,7 @@
 #   make e2e           the example DAGs on real LocalExecutor and CeleryExecutor deployments, faults and load
 #   make test-lowest   unit + integration suites on the lowest supported Airflow, in .venv-lowest
 #   make demo          scripts/demo.py against the bundled emulator
-#   make bench         every benchmark side by side on this machine: tables on stdout, bench-results/ (~24 min)
+#   make bench         every benchmark side by side on this machine: tables on stdout, bench-results/ (~20 min)
 #   make bench-smoke   every benchmark at a tiny size, to check they run (CI, under 2 minutes)
 #   make clean         remove generated files (.venv-lowest, caches, .demo); keeps .venv
 #   make constraints-lowest   re-resolve ci/constraints-lowest.txt from ci/lowest.in + the dev group

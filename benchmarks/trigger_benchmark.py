@@ -76,9 +76,9 @@ async def per_poll_session(prediction_id: str, interval: float) -> None:
 
     while True:
         conn = await sync_to_async(BaseHook.get_connection)("eachlabs_default")
-        url = f"{conn.host.rstrip('/')}/v1/prediction/{prediction_id}"
+        url = f"{str(conn.host).rstrip('/')}/v1/prediction/{prediction_id}"
         async with (
-            aiohttp.ClientSession(headers={"X-API-Key": conn.password}) as session,
+            aiohttp.ClientSession(headers={"X-API-Key": str(conn.password)}) as session,
             session.get(url) as response,
         ):
             response.raise_for_status()
@@ -183,35 +183,50 @@ def create_predictions(url: str, count: int) -> list[str]:
 
 
 def run(
-    triggers: int = 1000, seconds: float = 60.0, warmup: float = 15.0, poll_interval: float = 10.0
+    triggers: int = 1000, seconds: float = 60.0, warmup: float = 15.0, poll_interval: float = 10.0, rounds: int = 1
 ) -> list[dict[str, Any]]:
-    """Every mode in a fresh process against one emulator process; the rows of the table."""
+    """Every mode in a fresh process against one emulator process; the rows of the table.
+
+    With ``rounds`` > 1 the modes run that many times, interleaved, and each keeps its run with the least CPU per
+    minute: the machine may be shared, and a run that shared it measures the other job as well (as the transfer
+    benchmark keeps each mode's fastest run).
+    """
     process, url = start_emulator()
-    rows = []
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in modes(triggers, poll_interval)}
     try:
-        for name, mode in modes(triggers, poll_interval).items():
-            print(f"  triggerer: {name} ...", file=sys.stderr, flush=True)
-            ids = create_predictions(url, triggers)
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-            conn: dict[str, Any] = {"conn_type": "eachlabs", "host": url, "password": API_KEY}
-            if mode["rate_limit"] is not None:
-                conn["extra"] = {"rate_limit_per_minute": mode["rate_limit"]}
-            env["AIRFLOW_CONN_EACHLABS_DEFAULT"] = json.dumps(conn)
-            command = [sys.executable, __file__, "--child", mode["kind"], "--url", url, "--seconds", str(seconds)]
-            command += ["--warmup", str(warmup), "--poll-interval", str(poll_interval)]
-            done = subprocess.run(
-                command, input=json.dumps(ids), env=env, capture_output=True, text=True, timeout=seconds * 10 + 300
-            )
-            if done.returncode != 0:
-                rows.append({"mode": name, "error": (done.stderr or done.stdout).strip().splitlines()[-1:]})
-                continue
-            rows.append(
-                {"mode": name, "budget_per_min": mode["rate_limit"], **json.loads(done.stdout.splitlines()[-1])}
-            )
+        for _ in range(rounds):
+            for name, mode in modes(triggers, poll_interval).items():
+                print(f"  triggerer: {name} ...", file=sys.stderr, flush=True)
+                runs[name].append(run_mode(url, name, mode, triggers, seconds, warmup, poll_interval))
     finally:
         process.terminate()
         process.wait(timeout=30)
+    rows = []
+    for results in runs.values():
+        good = [r for r in results if "error" not in r]
+        best = min(good, key=lambda r: r["cpu_s_per_min"]) if good else results[-1]
+        rows.append({**best, "runs": len(results)})
     return rows
+
+
+def run_mode(
+    url: str, name: str, mode: dict[str, Any], triggers: int, seconds: float, warmup: float, poll_interval: float
+) -> dict[str, Any]:
+    """One mode's run in a fresh process: ``triggers`` new predictions waited on; its row of the table."""
+    ids = create_predictions(url, triggers)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    conn: dict[str, Any] = {"conn_type": "eachlabs", "host": url, "password": API_KEY}
+    if mode["rate_limit"] is not None:
+        conn["extra"] = {"rate_limit_per_minute": mode["rate_limit"]}
+    env["AIRFLOW_CONN_EACHLABS_DEFAULT"] = json.dumps(conn)
+    command = [sys.executable, __file__, "--child", mode["kind"], "--url", url, "--seconds", str(seconds)]
+    command += ["--warmup", str(warmup), "--poll-interval", str(poll_interval)]
+    done = subprocess.run(
+        command, input=json.dumps(ids), env=env, capture_output=True, text=True, timeout=seconds * 10 + 300
+    )
+    if done.returncode != 0:
+        return {"mode": name, "error": (done.stderr or done.stdout).strip().splitlines()[-1:]}
+    return {"mode": name, "budget_per_min": mode["rate_limit"], **json.loads(done.stdout.splitlines()[-1])}
 
 
 def goals(rows: list[dict[str, Any]]) -> dict[str, bool]:
@@ -251,6 +266,7 @@ COLUMNS = (
     "lag_p50_ms",
     "lag_p99_ms",
     "tcp_connections",
+    "runs",
     "error",
 )
 
@@ -261,6 +277,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60.0, help="the measured window")
     parser.add_argument("--warmup", type=float, default=15.0, help="seconds before measuring (the first polls)")
     parser.add_argument("--poll-interval", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved runs per mode; the least loaded is kept")
     parser.add_argument("--child", choices=("ours", "per-poll"), help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -269,7 +286,7 @@ def main() -> int:
         ids = json.loads(sys.stdin.read())
         print(json.dumps(asyncio.run(child(args.child, args.url, ids, args))))
         return 0
-    rows = run(args.triggers, args.seconds, args.warmup, args.poll_interval)
+    rows = run(args.triggers, args.seconds, args.warmup, args.poll_interval, args.rounds)
     sys.path.insert(0, str(Path(__file__).parent))
     from table import print_table
 
