@@ -8,7 +8,7 @@
 3. Triggerer scale: 1,000 concurrent waits in one process, the emulator in another (``trigger_benchmark.py``).
 4. Transfer at full speed: 1 GiB to the loopback S3 server and to local disk (``transfer_benchmark.py``).
 
-    python benchmarks/run_all.py                 # the full run (about 20 minutes, part 1 about 9; it runs last, the heaviest load)
+    python benchmarks/run_all.py                 # the full run (about 20 minutes; part 1, the heaviest, runs last)
     python benchmarks/run_all.py --smoke         # every benchmark at a tiny size (CI: under 2 minutes)
 
 Each part prints a Markdown table and the issue's goals, met or not; ``--out`` (default ``bench-results/``)
