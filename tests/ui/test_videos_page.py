@@ -153,14 +153,18 @@ def test_videos_page_lists_and_plays_the_runs_videos(
 
 def test_filter_by_dag(ui_stack: AirflowStack, runs: dict[str, str], browser_factory: Callable[[], Any]) -> None:
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     driver = browser_factory()
     login(driver, ui_stack, "admin")
     driver.get(f"{ui_stack.api_url}/runway/videos")
     assert {STORED_DAG, OTHER_DAG} <= {card.get_attribute("data-dag-id") for card in cards(driver)}
     Select(driver.find_element(By.ID, "dag_id")).select_by_visible_text(OTHER_DAG)
+    unfiltered = driver.find_element(By.CSS_SELECTOR, "main.videos")
     driver.find_element(By.CSS_SELECTOR, "form.filter button").click()
+    # The click returns before the filtered page loads: read the cards only once the unfiltered page is gone.
+    WebDriverWait(driver, 30).until(ec.staleness_of(unfiltered))
     (card,) = cards(driver)
     assert card.get_attribute("data-dag-id") == OTHER_DAG
     assert "A paper boat on a rainy street" in card.text and "9:16" in card.text
