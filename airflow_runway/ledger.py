@@ -17,8 +17,13 @@ writes it. The rules, in the order a try meets them:
    waiting for that prediction; the id is in XCom all the same. (A later try then finds ``creating`` and refuses:
    rule 3.)
 5. **Resume.** A try that finds ``created`` with the same input reads that prediction: still running, it waits
-   for it; succeeded, it returns it at once; failed, cancelled or gone, it creates a new one (a failure reaches a
-   new try only when its code is retryable or a user cleared the task).
+   for it; succeeded, it returns it at once; cancelled, gone, or failed with a retryable code, it creates a new
+   one. Failed for any other reason (the input or the content), or cancelled after the task's ``timeout``, it
+   fails again as that ending did, without creating: such an ending fails the task without retries, so this try
+   is one Airflow started anyway (the try that met the ending was lost before it could report it, e.g. its
+   worker died). Only a user's clear makes a new prediction then, and a clear is told from a retry by
+   ``max_tries``, which each clear raises and a retry leaves as it is: the record keeps the ``max_tries`` of the
+   try that created.
 6. **Input changed between tries** (a prompt templated with the try's start time, a re-encoded image): the
    earlier prediction, if still running, is cancelled (best effort, logged) before the new one is created; an
    earlier succeeded one is left as it is (its id is logged) and not returned for the new input.
@@ -38,10 +43,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from airflow_runway.exceptions import EachlabsCreateUncertainError, EachlabsError, EachlabsNotFoundError
+from airflow_runway.exceptions import (
+    EachlabsCreateUncertainError,
+    EachlabsError,
+    EachlabsNotFoundError,
+    EachlabsPredictionRejectedError,
+    EachlabsPredictionTimeoutError,
+)
 from airflow_runway.hooks.eachlabs import EachlabsHook
 from airflow_runway.hooks.retry import is_retryable
-from airflow_runway.models import Prediction, PredictionStatus
+from airflow_runway.models import Prediction, PredictionStatus, is_retryable_failure
 
 #: The ``task_state_store`` key of a generation task's record.
 PREDICTION_STATE_KEY = "eachlabs_prediction"
@@ -52,6 +63,11 @@ _MAY_EXIST = (
     "A prediction may exist and be billed. Check the Eachlabs console (https://console.eachlabs.ai) before "
     "running again; the task was failed without retries so that it does not pay twice. Clear the task to create "
     "a new prediction."
+)
+
+_RETRIED_ANYWAY = (
+    "Airflow retried the task although this ending allows no retries: the try that met it was probably lost "
+    "before it could report it"
 )
 
 
@@ -87,11 +103,27 @@ class PredictionLedger:
 
     :param store: ``context.get("task_state_store")``; ``None`` before Airflow 3.3.
     :param log: the task's logger.
+    :param max_tries: the try's ``ti.max_tries`` (rule 5); ``None`` when unknown.
+    :param timeout: the operator's ``timeout`` in seconds (rule 5).
     """
 
-    def __init__(self, store: TaskStateStore | None, log: logging.Logger | Any) -> None:
+    def __init__(
+        self,
+        store: TaskStateStore | None,
+        log: logging.Logger | Any,
+        max_tries: int | None = None,
+        timeout: float = float("inf"),
+    ) -> None:
         self.store = store
         self.log = log
+        self.max_tries = max_tries
+        self.timeout = timeout
+
+    @classmethod
+    def for_try(cls, context: Mapping[str, Any], log: logging.Logger | Any, timeout: float) -> PredictionLedger:
+        """The ledger of the task instance whose try ``context`` is, for an operator with this ``timeout``."""
+        max_tries = getattr(context.get("ti"), "max_tries", None)
+        return cls(context.get("task_state_store"), log, max_tries if isinstance(max_tries, int) else None, timeout)
 
     def resume_or_create(self, hook: EachlabsHook, fingerprint: str, create: Callable[[], str]) -> Decision:
         """Apply the rules: return the earlier try's prediction to resume, or call ``create`` once.
@@ -106,7 +138,7 @@ class PredictionLedger:
             resumed = self._resume(hook, record, fingerprint)
             if resumed is not None:
                 return resumed
-        self._write({"state": CREATING, "fingerprint": fingerprint})  # raises: nothing was sent
+        self._write({"state": CREATING, "fingerprint": fingerprint, "max_tries": self.max_tries})  # raises: no request
         try:
             prediction_id = create()
         except EachlabsError as error:
@@ -120,7 +152,13 @@ class PredictionLedger:
         created_at = time.time()
         try:
             self._write(
-                {"state": CREATED, "fingerprint": fingerprint, "prediction_id": prediction_id, "created_at": created_at}
+                {
+                    "state": CREATED,
+                    "fingerprint": fingerprint,
+                    "prediction_id": prediction_id,
+                    "created_at": created_at,
+                    "max_tries": self.max_tries,
+                }
             )
         except Exception:
             self.log.exception(
@@ -165,6 +203,9 @@ class PredictionLedger:
         if same_input and earlier.status is PredictionStatus.SUCCEEDED:
             self.log.info("Prediction %s of an earlier try has succeeded: returning it", earlier.id)
             return Decision(earlier.id, created_at, succeeded=earlier)
+        final = self._final_ending(record, earlier, created_at) if same_input else None
+        if final is not None:
+            raise final
         if same_input:
             self.log.info(
                 "Prediction %s of an earlier try ended %s: creating a new one", earlier.id, earlier.raw_status
@@ -180,6 +221,35 @@ class PredictionLedger:
                 "The input changed since the earlier try, whose prediction %s ended %s: creating a new one",
                 earlier.id,
                 earlier.raw_status,
+            )
+        return None
+
+    def _final_ending(
+        self, record: Mapping[str, Any], earlier: Prediction, created_at: float
+    ) -> EachlabsPredictionRejectedError | EachlabsPredictionTimeoutError | None:
+        """The error with which ``earlier``'s ending failed the task without retries, when this try is a retry
+        that Airflow started anyway (not a user's clear); ``None`` when a new prediction may be created."""
+        recorded = record.get("max_tries")
+        # A record without it (written before it was kept) cannot tell a clear from a retry: it creates, as before.
+        if not (isinstance(recorded, int) and recorded == self.max_tries):
+            return None
+        if earlier.status is PredictionStatus.FAILED and not is_retryable_failure(earlier.error_code):
+            return EachlabsPredictionRejectedError(
+                f"Prediction {earlier.id} of an earlier try of this task failed"
+                f"{f' ({earlier.error_code})' if earlier.error_code else ''}: "
+                f"{earlier.error_message or earlier.raw_status}. A new prediction of the same input would fail the "
+                f"same way, so none is created ({_RETRIED_ANYWAY}). Change the input, or clear the task to pay for "
+                "a new prediction anyway.",
+                error_code=earlier.error_code,
+                prediction_id=earlier.id,
+            )
+        # Cancelled once the task's timeout had passed: the timeout's cancel (a cancel before it, e.g. on_kill in
+        # a worker that is shutting down, leaves the retry its new prediction).
+        if earlier.status is PredictionStatus.CANCELLED and time.time() - created_at >= self.timeout:
+            return EachlabsPredictionTimeoutError(
+                f"Prediction {earlier.id} of an earlier try of this task was cancelled when the task's timeout "
+                f"({self.timeout:.0f} s) passed, so none is created ({_RETRIED_ANYWAY}). Raise `timeout`, or clear "
+                "the task to pay for a new prediction."
             )
         return None
 

@@ -171,7 +171,7 @@ class BaseEachlabsPredictionOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         request = self.build_request(context)
-        ledger = PredictionLedger(context.get("task_state_store"), self.log)
+        ledger = PredictionLedger.for_try(context, self.log, self.timeout_seconds)
         decision = ledger.resume_or_create(self.hook, request.fingerprint, lambda: self._create(request))
         self.prediction_id = decision.prediction_id
         context["ti"].xcom_push(key=PREDICTION_ID_XCOM_KEY, value=decision.prediction_id)
@@ -245,7 +245,7 @@ class BaseEachlabsPredictionOperator(BaseOperator):
         self.prediction_id = event.get("prediction_id", self.prediction_id)
         result = result_from_event(event)  # raises for anything but success
         self.log.info("%s", event.get("message"))
-        PredictionLedger(context.get("task_state_store"), self.log).succeeded()
+        PredictionLedger.for_try(context, self.log, self.timeout_seconds).succeeded()
         predict_time = (result.get("metrics") or {}).get("predict_time")
         if isinstance(predict_time, (int, float)) and predict_time > 0:
             history = [*self._predict_times(context), float(predict_time)][-PREDICT_TIMES_KEPT:]

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from airflow.utils.state import DagRunState, TaskInstanceState
 
-from tests.fixtures.dags import run_generation_dag
-from tests.fixtures.runs import task_instances, xcom
+from tests.fixtures.dags import generation_dag, run_generation_dag
+from tests.fixtures.runs import clear_and_rerun, task_instances, xcom
 
 pytestmark = pytest.mark.e2e
 
@@ -93,6 +93,48 @@ def test_point6_failure_codes_decide_whether_a_retry_pays_again(
     assert dag_run.state == state
     assert ti.try_number == creates
     assert emulator.stats()["create_requests"] == creates
+
+
+LOSES_ITS_FIRST_RESUME = """
+class LosesItsFirstResume(RunwayGenerateVideoOperator):
+    def execute_complete(self, context, event):
+        if context["ti"].try_number == 1:
+            raise RuntimeError("the worker was lost while resuming")  # a plain error: Airflow retries
+        return super().execute_complete(context, event)
+LosesItsFirstResume(task_id="generate", prompt_text="x", {args}**FAST)
+"""
+
+
+@pytest.mark.parametrize(
+    ("ending", "args"),
+    [("PROVIDER_REJECTED", ""), ("timeout", "timeout=1, ")],
+    ids=["failed-for-its-content", "timed-out-and-cancelled"],
+)
+def test_point5_a_retry_after_an_ending_without_retries_pays_nothing_until_a_clear(
+    dag_from_source, emulator, eachlabs_connection, ending, args
+):
+    """The prediction ends in a way that allows no retries, but the try that met the ending is lost before it can
+    report it, so Airflow retries: the retry fails the same way without creating. A user's clear of the same run
+    (Airflow raises ``max_tries``) then pays for a new prediction."""
+    if ending == "timeout":
+        emulator.configure(duration=3600, speed=1)
+    else:
+        emulator.inject(route="create", kind="fail_prediction", error_code=ending, error_message="no", at_once=True)
+    dag = generation_dag(dag_from_source, LOSES_ITS_FIRST_RESUME.format(args=args))
+    dag_run = dag.test()
+    ti = task_instances(dag_run, "generate")[0]
+    assert dag_run.state == DagRunState.FAILED
+    assert ti.try_number == 2  # the lost try, then the retry that failed again; the third was not spent
+    assert emulator.stats()["create_requests"] == 1
+
+    if ending == "timeout":
+        assert emulator.stats()["cancels"] == 1
+        emulator.configure(duration=0.2, speed=1)  # the cleared try's prediction finishes within its timeout
+    cleared = clear_and_rerun(dag, dag_run, "generate")
+    ti = task_instances(cleared, "generate")[0]
+    assert (cleared.state, ti.try_number) == (DagRunState.SUCCESS, 3)
+    assert stored_keys(cleared) == []  # the new prediction succeeded: the record is closed
+    assert emulator.stats()["create_requests"] == 2
 
 
 def test_point7_success_closes_the_record(dag_from_source, emulator, eachlabs_connection):

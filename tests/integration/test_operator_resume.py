@@ -14,7 +14,11 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
 
-from airflow_runway.exceptions import EachlabsCreateUncertainError
+from airflow_runway.exceptions import (
+    EachlabsCreateUncertainError,
+    EachlabsPredictionRejectedError,
+    EachlabsPredictionTimeoutError,
+)
 from airflow_runway.ledger import PREDICTION_STATE_KEY
 from airflow_runway.operators.runway import RunwayGenerateVideoOperator
 
@@ -38,7 +42,10 @@ class Store(dict):
 
 
 class TaskInstance:
-    def __init__(self) -> None:
+    """``max_tries`` as Airflow sets it: ``retries`` at first, raised by every clear, kept by every retry."""
+
+    def __init__(self, max_tries: int = 2) -> None:
+        self.max_tries = max_tries
         self.xcoms: dict[str, Any] = {}
 
     def xcom_push(self, key: str, value: Any) -> None:
@@ -128,6 +135,70 @@ def test_a_failed_or_cancelled_prediction_is_replaced(emulator, eachlabs_connect
     with pytest.raises(TaskDeferred) as deferred:
         operator().execute({"ti": TaskInstance(), "task_state_store": store})
     assert deferred.value.trigger.prediction_id != pid
+    assert emulator.stats()["creates"] == 2
+
+
+def failed_first_try(emulator: Any, store: Store, code: str) -> str:
+    """A first try whose prediction then fails with ``code`` (the try that met it is lost before reporting it)."""
+    emulator.inject(route="create", kind="fail_prediction", error_code=code, error_message="it failed", at_once=True)
+    pid = first_try(store)
+    wait_for(emulator, pid, "failed")
+    return pid
+
+
+def test_a_retry_after_a_final_failure_fails_again_without_creating_until_a_clear(emulator, eachlabs_connection):
+    """Rule 5: a failure of the input or content allows no retries. If Airflow retries anyway (the try that met it
+    was lost), the retry fails with the API's message and pays for nothing; a user's clear (max_tries raised)
+    creates a new prediction."""
+    store = Store()
+    pid = failed_first_try(emulator, store, "PROVIDER_REJECTED")
+    for _ in range(2):  # every automatic retry: max_tries unchanged
+        with pytest.raises(EachlabsPredictionRejectedError, match=r"PROVIDER_REJECTED\): it failed.*clear the task"):
+            operator().execute({"ti": TaskInstance(max_tries=2), "task_state_store": store})
+    assert emulator.stats()["creates"] == 1
+    assert store[PREDICTION_STATE_KEY]["prediction_id"] == pid
+    with pytest.raises(TaskDeferred) as deferred:  # the clear: Airflow sets max_tries = try_number + retries
+        operator().execute({"ti": TaskInstance(max_tries=3 + 2), "task_state_store": store})
+    assert deferred.value.trigger.prediction_id != pid
+    assert emulator.stats()["creates"] == 2
+
+
+def test_a_retry_after_a_retryable_failure_creates_a_new_prediction(emulator, eachlabs_connection):
+    store = Store()
+    pid = failed_first_try(emulator, store, "WORKER_LOST")
+    with pytest.raises(TaskDeferred) as deferred:
+        operator().execute({"ti": TaskInstance(max_tries=2), "task_state_store": store})
+    assert deferred.value.trigger.prediction_id != pid
+    assert emulator.stats()["creates"] == 2
+
+
+def test_a_retry_after_the_timeouts_cancel_fails_again_without_creating_until_a_clear(
+    emulator, eachlabs_connection, hook_factory
+):
+    """Rule 5: cancelled once ``timeout`` had passed is the timeout's ending (no retries). Cancelled before it
+    (test_a_failed_or_cancelled_prediction_is_replaced), the retry creates."""
+    emulator.configure(duration=600, speed=1)
+    store = Store()
+    with pytest.raises(TaskDeferred):
+        operator(timeout=0.3).execute({"ti": TaskInstance(max_tries=2), "task_state_store": store})
+    pid = store[PREDICTION_STATE_KEY]["prediction_id"]
+    time.sleep(0.3)
+    hook_factory().cancel_prediction(pid)  # as the trigger does when the timeout passes
+    with pytest.raises(EachlabsPredictionTimeoutError, match=r"cancelled when the task's timeout.*clear the task"):
+        operator(timeout=0.3).execute({"ti": TaskInstance(max_tries=2), "task_state_store": store})
+    assert emulator.stats()["creates"] == 1
+    with pytest.raises(TaskDeferred):  # the clear
+        operator(timeout=0.3).execute({"ti": TaskInstance(max_tries=5), "task_state_store": store})
+    assert emulator.stats()["creates"] == 2
+
+
+def test_a_record_without_max_tries_creates_after_a_final_failure(emulator, eachlabs_connection):
+    """A record written before max_tries was kept cannot tell a clear from a retry: it creates, as it did."""
+    store = Store()
+    failed_first_try(emulator, store, "PROVIDER_REJECTED")
+    del store[PREDICTION_STATE_KEY]["max_tries"]
+    with pytest.raises(TaskDeferred):
+        operator().execute({"ti": TaskInstance(max_tries=2), "task_state_store": store})
     assert emulator.stats()["creates"] == 2
 
 

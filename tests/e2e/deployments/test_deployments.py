@@ -130,7 +130,9 @@ def test_bursts_of_429_5xx_resets_and_malformed_bodies(deployed: Orchestra) -> N
 def test_a_failed_prediction_fails_the_task_with_the_api_message_and_no_retries(deployed: Orchestra) -> None:
     found = outcome(deployed, "failing prediction (non-retryable)")
     assert found.facts["final_ti_state"] == "failed", describe(found)
-    assert found.facts["try_number"] == 1, describe(found)  # retries=2, none burnt
+    # retries=2, none burnt by the failure. The fault phase restarts the scheduler meanwhile, and a LocalExecutor's
+    # workers are its children: a try lost with it is retried by Airflow, and that retry must refuse to pay again.
+    assert found.facts["try_number"] == 1 or found.facts["later_tries_refused"], describe(found)
     assert found.creates == 1
     assert found.facts["message_in_log"], found.facts["log_tail"]
 
@@ -149,7 +151,8 @@ def test_a_never_finishing_prediction_times_out_cancels_and_creates_nothing_more
     assert found.facts["final_ti_state"] == "failed", describe(found)
     assert found.cancels >= 1, describe(found)
     assert found.creates == 1, describe(found)  # issue 7: a timeout fails without Airflow retries
-    assert found.facts["try_number"] == 1, describe(found)
+    # As above: a try lost with the restarted scheduler is retried by Airflow, and the retry refuses to pay again.
+    assert found.facts["try_number"] == 1 or found.facts["later_tries_refused"], describe(found)
 
 
 def test_marking_a_deferred_task_failed_cancels_its_prediction(deployed: Orchestra) -> None:
