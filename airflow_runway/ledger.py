@@ -27,8 +27,12 @@ writes it. The rules, in the order a try meets them:
 6. **Input changed between tries** (a prompt templated with the try's start time, a re-encoded image): the
    earlier prediction, if still running, is cancelled (best effort, logged) before the new one is created; an
    earlier succeeded one is left as it is (its id is logged) and not returned for the new input.
-7. **Success closes the record.** Once a try has succeeded the record is removed, so clearing a succeeded task
-   makes a new video instead of returning the old one. Until then (a crash while resuming) it still resumes.
+7. **A returned video is recorded as such.** Once a try has returned its prediction the record says
+   ``returned``: a retry Airflow starts after that (the try was lost before it could report its success) returns
+   the same prediction again, and a user's clear (``max_tries`` raised) makes a new video instead of returning the
+   old one. Until a try has returned it (a crash while resuming), even a clear resumes it: a paid video is never
+   dropped. A try that resumes a running prediction records its own ``max_tries``, so that the rules above follow
+   the latest clear.
 
 Without a ``task_state_store`` (Airflow 3.2) there is no record: rule 2 still holds, and each new try creates.
 """
@@ -58,6 +62,7 @@ from airflow_runway.models import Prediction, PredictionStatus, is_retryable_fai
 PREDICTION_STATE_KEY = "eachlabs_prediction"
 CREATING = "creating"
 CREATED = "created"
+RETURNED = "returned"
 
 _MAY_EXIST = (
     "A prediction may exist and be billed. Check the Eachlabs console (https://console.eachlabs.ai) before "
@@ -169,17 +174,22 @@ class PredictionLedger:
         return Decision(prediction_id, created_at, created=True)
 
     def succeeded(self) -> None:
-        """Close the record after a successful try, so that a clear makes a new video (rule 7).
+        """Record that this try returned its prediction (rule 7): a retry returns it again, a clear creates anew.
 
-        A failure is logged, not raised: the result stands, and a record left behind at worst makes a later try
-        resume or refuse, never pay twice.
+        Not knowing ``max_tries``, it removes the record instead, so that a clear creates anew. A failure is
+        logged, not raised: the result stands, and the record left as it was at worst makes a later try resume or
+        refuse, never pay twice.
         """
-        if self.store is None:
-            return
         try:
-            self.store.delete(PREDICTION_STATE_KEY)
+            record = self._record()
+            if record is None:
+                return
+            if self.max_tries is None:
+                self._delete()
+            else:
+                self._write({**record, "state": RETURNED, "max_tries": self.max_tries})
         except Exception:
-            self.log.exception("Could not remove the prediction record from task_state_store")
+            self.log.exception("Could not record in task_state_store that the prediction was returned")
 
     # ---- the rules --------------------------------------------------------------------------------------------
 
@@ -191,6 +201,9 @@ class PredictionLedger:
                 f"An earlier try of this task sent a create request and stopped before it recorded the "
                 f"prediction's id. {_MAY_EXIST}"
             )
+        if record.get("state") == RETURNED and not self._is_retry(record):
+            self.log.info("The task was cleared after it returned prediction %s: creating a new one", prediction_id)
+            return None
         earlier = self._read(hook, str(prediction_id))
         if earlier is None:
             return None
@@ -199,6 +212,8 @@ class PredictionLedger:
         created_at = float(created_at) if isinstance(created_at, (int, float)) else time.time()
         if same_input and earlier.status is PredictionStatus.PENDING:
             self.log.info("Resuming prediction %s of an earlier try (%s)", earlier.id, earlier.raw_status)
+            if not self._is_retry(record):
+                self._adopt(record)
             return Decision(earlier.id, created_at)
         if same_input and earlier.status is PredictionStatus.SUCCEEDED:
             self.log.info("Prediction %s of an earlier try has succeeded: returning it", earlier.id)
@@ -229,9 +244,7 @@ class PredictionLedger:
     ) -> EachlabsPredictionRejectedError | EachlabsPredictionTimeoutError | None:
         """The error with which ``earlier``'s ending failed the task without retries, when this try is a retry
         that Airflow started anyway (not a user's clear); ``None`` when a new prediction may be created."""
-        recorded = record.get("max_tries")
-        # A record without it (written before it was kept) cannot tell a clear from a retry: it creates, as before.
-        if not (isinstance(recorded, int) and recorded == self.max_tries):
+        if not self._is_retry(record):
             return None
         if earlier.status is PredictionStatus.FAILED and not is_retryable_failure(earlier.error_code):
             return EachlabsPredictionRejectedError(
@@ -252,6 +265,24 @@ class PredictionLedger:
                 "the task to pay for a new prediction."
             )
         return None
+
+    def _is_retry(self, record: Mapping[str, Any]) -> bool:
+        """Whether this try is a retry of the try that last wrote ``record`` rather than a user's clear.
+
+        A record without ``max_tries`` (written before it was kept) cannot tell: it counts as a clear, which
+        creates as before.
+        """
+        recorded = record.get("max_tries")
+        return isinstance(recorded, int) and recorded == self.max_tries
+
+    def _adopt(self, record: Mapping[str, Any]) -> None:
+        """Record this try's ``max_tries`` on the prediction it resumes after a clear (best effort: rule 4)."""
+        if self.max_tries is None:
+            return
+        try:
+            self._write({**record, "max_tries": self.max_tries})
+        except Exception:
+            self.log.exception("Could not record in task_state_store that this try resumed the prediction")
 
     def _read(self, hook: EachlabsHook, prediction_id: str) -> Prediction | None:
         """The earlier prediction, or ``None`` when it no longer exists. Other errors propagate: not knowing
@@ -282,7 +313,14 @@ class PredictionLedger:
         if self.store is not None:
             self.store.set(PREDICTION_STATE_KEY, record)
 
+    def _delete(self) -> None:
+        if self.store is not None:
+            self.store.delete(PREDICTION_STATE_KEY)
+
     def _forget(self) -> None:
         """Remove the record. A failure is logged, not raised: a record left behind at worst makes a later try
         resume or refuse, never pay twice."""
-        self.succeeded()
+        try:
+            self._delete()
+        except Exception:
+            self.log.exception("Could not remove the prediction record from task_state_store")

@@ -133,39 +133,63 @@ def test_point5_a_retry_after_an_ending_without_retries_pays_nothing_until_a_cle
     cleared = clear_and_rerun(dag, dag_run, "generate")
     ti = task_instances(cleared, "generate")[0]
     assert (cleared.state, ti.try_number) == (DagRunState.SUCCESS, 3)
-    assert stored_keys(cleared) == []  # the new prediction succeeded: the record is closed
+    assert stored_state(cleared) == "returned"
     assert emulator.stats()["create_requests"] == 2
 
 
-def test_point7_success_closes_the_record(dag_from_source, emulator, eachlabs_connection):
-    """After a success nothing is left in task_state_store, so a clear of the task makes a new video."""
-    dag_run, _ = run(dag_from_source)
-    assert dag_run.state == DagRunState.SUCCESS
-    assert emulator.stats()["creates"] == 1
-    assert stored_keys(dag_run) == []
+LOSES_ITS_SUCCESS_REPORT = """
+class LosesItsSuccessReport(RunwayGenerateVideoOperator):
+    def execute_complete(self, context, event):
+        result = super().execute_complete(context, event)
+        if context["ti"].try_number == 1:
+            raise RuntimeError("the worker was lost before it reported the success")  # Airflow retries
+        return result
+LosesItsSuccessReport(task_id="generate", prompt_text="x", **FAST)
+"""
+
+
+def test_point7_a_returned_video_is_returned_again_by_a_retry_and_replaced_after_a_clear(
+    dag_from_source, emulator, eachlabs_connection
+):
+    """The try that returned the video is lost before Airflow hears of its success: the retry returns the same
+    video without creating. A user's clear of the succeeded task then makes a new video."""
+    dag = generation_dag(dag_from_source, LOSES_ITS_SUCCESS_REPORT)
+    dag_run = dag.test()
+    ti = task_instances(dag_run, "generate")[0]
+    assert (dag_run.state, ti.try_number) == (DagRunState.SUCCESS, 2)
+    assert emulator.stats()["create_requests"] == 1
+    assert stored_state(dag_run) == "returned"
+    first = xcom(dag_run, "generate")["prediction_id"]
+
+    cleared = clear_and_rerun(dag, dag_run, "generate")
+    assert cleared.state == DagRunState.SUCCESS
+    assert emulator.stats()["create_requests"] == 2
+    assert xcom(cleared, "generate")["prediction_id"] != first
 
 
 def test_point7_a_timed_out_task_keeps_its_record(dag_from_source, emulator, eachlabs_connection):
-    """The control case of the test above: the store does hold the record of a task that did not succeed."""
+    """A task that did not return a video keeps the record of the one it paid for, as ``created``."""
     emulator.configure(duration=3600, speed=1)
     dag_run, _ = run(dag_from_source, "timeout=0.5, ")
     assert dag_run.state == DagRunState.FAILED
-    assert stored_keys(dag_run) == ["eachlabs_prediction"]
+    assert stored_state(dag_run) == "created"
 
 
-def stored_keys(dag_run: Any) -> list[str]:
-    """The keys the run's ``generate`` task holds in Airflow's task state store."""
+def stored_state(dag_run: Any) -> str | None:
+    """The state of the record the run's ``generate`` task holds in Airflow's task state store, if any."""
     from airflow.models.task_state_store import TaskStateStoreModel
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
     with create_session() as session:
-        query = select(TaskStateStoreModel.key).where(
+        query = select(TaskStateStoreModel.value).where(
             TaskStateStoreModel.dag_id == dag_run.dag_id,
             TaskStateStoreModel.run_id == dag_run.run_id,
             TaskStateStoreModel.task_id == "generate",
+            TaskStateStoreModel.key == "eachlabs_prediction",
         )
-        return sorted(session.scalars(query).all())
+        value = session.scalar(query)
+    return None if value is None else json.loads(value)["state"]
 
 
 def test_point15_a_success_without_a_video_url_fails_clearly(dag_from_source, emulator, eachlabs_connection):

@@ -57,10 +57,10 @@ def operator(**kwargs: Any) -> RunwayGenerateVideoOperator:
     return RunwayGenerateVideoOperator(task_id="generate", duration=5, poll_interval=0.05, **kwargs)
 
 
-def first_try(store: Store) -> str:
+def first_try(store: Store, max_tries: int = 2) -> str:
     """Run a try up to its deferral, as a worker would, and return the prediction it created."""
     with pytest.raises(TaskDeferred):
-        operator().execute({"ti": TaskInstance(), "task_state_store": store})
+        operator().execute({"ti": TaskInstance(max_tries), "task_state_store": store})
     assert store[PREDICTION_STATE_KEY]["state"] == "created"
     return store[PREDICTION_STATE_KEY]["prediction_id"]
 
@@ -84,30 +84,58 @@ def test_a_running_prediction_is_resumed(emulator, eachlabs_connection):
     assert emulator.stats()["creates"] == 1
 
 
-def test_a_succeeded_prediction_is_returned_without_waiting_and_the_record_closed(emulator, eachlabs_connection):
+def test_a_succeeded_prediction_is_returned_again_by_a_retry_and_replaced_after_a_clear(emulator, eachlabs_connection):
+    """Point 7: a try that returned the video records it. A retry (the try was lost before reporting its success)
+    returns the same video; a user's clear (max_tries raised) makes a new one."""
     store = Store()
     pid = first_try(store)
     wait_for(emulator, pid, "success")
-    ti = TaskInstance()
-    result = operator().execute({"ti": ti, "task_state_store": store})  # no deferral: already done
-    assert result["prediction_id"] == pid and result["status"] == "succeeded"
-    assert ti.xcoms["video_url"] == result["video_url"]
+    for _ in range(2):  # the try that finds it succeeded, then a retry of that try
+        ti = TaskInstance(max_tries=2)
+        result = operator().execute({"ti": ti, "task_state_store": store})  # no deferral: already done
+        assert result["prediction_id"] == pid and result["status"] == "succeeded"
+        assert ti.xcoms["video_url"] == result["video_url"]
+        assert store[PREDICTION_STATE_KEY]["state"] == "returned"
     assert emulator.stats()["creates"] == 1
-    assert PREDICTION_STATE_KEY not in store  # point 7: a clear after success makes a new video
+    assert first_try(store, max_tries=5) != pid  # the user's clear
+    assert emulator.stats()["creates"] == 2
 
 
-def test_a_clear_after_success_creates_a_new_prediction(emulator, eachlabs_connection):
-    """Point 7: the deferred path closes the record in execute_complete; the next run of the task creates."""
+def test_the_deferred_path_records_the_returned_video_in_execute_complete(emulator, eachlabs_connection):
     store = Store()
     pid = first_try(store)
     wait_for(emulator, pid, "success")
-    op = operator()
     event = {"status": "success", "prediction_id": pid, "message": "done", "prediction": emulator_result(emulator, pid)}
-    op.execute_complete({"ti": TaskInstance(), "task_state_store": store}, event)
-    assert PREDICTION_STATE_KEY not in store
-    second = first_try(store)  # the user's clear
-    assert second != pid
+    operator().execute_complete({"ti": TaskInstance(max_tries=2), "task_state_store": store}, event)
+    assert store[PREDICTION_STATE_KEY]["state"] == "returned"
+    assert operator().execute({"ti": TaskInstance(max_tries=2), "task_state_store": store})["prediction_id"] == pid
+    assert first_try(store, max_tries=5) != pid  # the user's clear
     assert emulator.stats()["creates"] == 2
+
+
+def test_a_clear_before_any_try_returned_the_video_returns_it(emulator, eachlabs_connection):
+    """A paid video is never dropped: the try that should have returned it crashed, then the user cleared."""
+    store = Store()
+    pid = first_try(store)
+    wait_for(emulator, pid, "success")
+    result = operator().execute({"ti": TaskInstance(max_tries=5), "task_state_store": store})
+    assert result["prediction_id"] == pid
+    assert emulator.stats()["creates"] == 1
+
+
+def test_a_clear_while_the_prediction_runs_resumes_it_and_follows_the_clear(emulator, eachlabs_connection):
+    """The resuming try records its own max_tries: a retry of it (not of the try that created) is told as one."""
+    emulator.inject(route="create", kind="fail_prediction", error_code="PROVIDER_REJECTED", error_message="no")
+    store = Store()
+    pid = first_try(store)
+    with pytest.raises(TaskDeferred) as deferred:  # cleared while running: max_tries 2 -> 5, resumes
+        operator().execute({"ti": TaskInstance(max_tries=5), "task_state_store": store})
+    assert deferred.value.trigger.prediction_id == pid
+    assert store[PREDICTION_STATE_KEY]["max_tries"] == 5
+    wait_for(emulator, pid, "failed")
+    with pytest.raises(EachlabsPredictionRejectedError):  # a retry of the resuming try
+        operator().execute({"ti": TaskInstance(max_tries=5), "task_state_store": store})
+    assert emulator.stats()["creates"] == 1
 
 
 def emulator_result(emulator: Any, pid: str) -> dict[str, Any]:
