@@ -218,3 +218,17 @@ def test_a_filesystem_with_a_custom_signer_keeps_its_parts_on_s3fs(s3_bucket, mo
     assert upload._pool is None  # the part went to s3fs's event loop
     upload.commit()
     assert s3_bucket.keys() == ["signed-elsewhere.mp4"]
+
+
+def test_the_upload_declares_crc32_and_s3_keeps_the_whole_objects_checksum(s3_bucket):
+    path = s3_bucket.path("checked.mp4")
+    body = os.urandom(2 * MIN_PART_SIZE + 5)
+    upload = S3MultipartFile(path.fs, path.path, part_size=MIN_PART_SIZE)
+    for start in range(0, len(body), MiB):
+        upload.write(body[start : start + MiB])
+    upload.close()
+    assert [sorted(part) for part in upload._parts] == [["ChecksumCRC32", "ETag", "PartNumber"]] * 3
+    upload.commit()
+    head = s3_bucket.server.client().head_object(Bucket=s3_bucket.name, Key="checked.mp4", ChecksumMode="ENABLED")
+    assert head["ChecksumCRC32"] and head["ContentLength"] == len(body)
+    assert s3_bucket.read("checked.mp4") == body
