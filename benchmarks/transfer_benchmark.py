@@ -63,6 +63,19 @@ def max_rss_bytes() -> int:
     return peak if sys.platform == "darwin" else peak * 1024
 
 
+def cpu_seconds(pid: int | None = None) -> float:
+    """CPU time (user + system) of this process, or of process ``pid`` (Linux only; 0.0 elsewhere)."""
+    if pid is None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 # ---------------------------------------------------------------------------------------------- child side
 
 
@@ -93,14 +106,14 @@ def child(mode: str, url: str, endpoint: str, bucket: str, block_size: int | Non
             block_size=block_size,
         )
         baseline = max_rss_bytes()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), cpu_seconds()
         size = int(op.execute({"outlet_events": OutletEventAccessors()})["size"])
     elif mode == "download-only":
         import hashlib
 
         import requests
 
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), cpu_seconds()
         digest, size = hashlib.sha256(), 0
         with requests.get(url, stream=True, timeout=600) as response:
             for chunk in response.iter_content(chunk_size=1024 * 1024):
@@ -108,7 +121,7 @@ def child(mode: str, url: str, endpoint: str, bucket: str, block_size: int | Non
                 size += len(chunk)
     elif mode == "cp-local":
         os.makedirs(f"{out}/cp", exist_ok=True)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), cpu_seconds()
         subprocess.run(["cp", local, f"{out}/cp/video.mp4"], check=True)
         size = os.path.getsize(f"{out}/cp/video.mp4")
     else:
@@ -119,7 +132,7 @@ def child(mode: str, url: str, endpoint: str, bucket: str, block_size: int | Non
             "s3", endpoint_url=endpoint, region_name=REGION, aws_access_key_id=KEY_ID, aws_secret_access_key=SECRET
         )
         baseline = max_rss_bytes()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), cpu_seconds()
         if mode == "boto3-s3":
             with open(local, "rb") as file:
                 client.upload_fileobj(file, bucket, "boto3/video.mp4")
@@ -128,8 +141,8 @@ def child(mode: str, url: str, endpoint: str, bucket: str, block_size: int | Non
             body = requests.get(url, timeout=600).content
             client.put_object(Bucket=bucket, Key="naive/video.mp4", Body=body, ContentType="video/mp4")
             size = len(body)
-    wall = time.perf_counter() - start
-    return {"mode": mode, "size": size, "wall": wall, "baseline_rss": baseline, "peak_rss": max_rss_bytes()}
+    wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu
+    return {"mode": mode, "size": size, "wall": wall, "cpu": cpu, "baseline_rss": baseline, "peak_rss": max_rss_bytes()}
 
 
 # ---------------------------------------------------------------------------------------------- parent side
@@ -226,6 +239,17 @@ def row(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def describe(result: dict[str, Any]) -> str:
+    """One run's throughput, RSS growth and CPU seconds (the transfer's process, moto's, this process's: the
+    emulator), printed as it ends: the table keeps only each mode's fastest run."""
+    mib = 1024**2
+    growth = (result["peak_rss"] - result["baseline_rss"]) / mib
+    return (
+        f"{result['mode']}: {result['size'] / mib / result['wall']:.1f} MiB/s, RSS growth {growth:.1f} MiB,"
+        f" CPU s: transfer {result['cpu']:.2f}, moto {result['moto_cpu']:.2f}, emulator {result['emulator_cpu']:.2f}"
+    )
+
+
 def goals(rows: list[dict[str, Any]]) -> dict[str, bool]:
     """The issue's goals: S3 within 1.25x of boto3, RSS growth under 64 MiB, local within 1.25x of ``cp``."""
     by = {r["mode"]: r for r in rows if "error" not in r}
@@ -302,8 +326,13 @@ def run(
                     results: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
                     for mode in [mode for _ in range(repeat) for mode in modes]:
                         print(f"  transfer: {mode} ...", file=sys.stderr, flush=True)
+                        servers_cpu = cpu_seconds(), cpu_seconds(moto.pid)
                         result = run_child(mode, args, env)
+                        result["emulator_cpu"] = cpu_seconds() - servers_cpu[0]
+                        result["moto_cpu"] = cpu_seconds(moto.pid) - servers_cpu[1]
                         results[mode].append(result)
+                        if "error" not in result:
+                            print(f"    {describe(result)}", file=sys.stderr, flush=True)
                         if "error" in result or mode == "download-only":
                             continue
                         if mode.endswith("-s3"):

@@ -144,7 +144,7 @@ class EachlabsToObjectStorageOperator(BaseOperator):
     :param read_timeout: seconds the source may stay silent while the body is read.
     :param chunk_size: bytes read from the response per iteration.
     :param block_size: the writer's buffer / multipart part size in bytes; ``None`` uses the backend's
-        default (S3: 8 MiB parts, 4 uploading at once, so about 40 MiB of buffers).
+        default (S3: 8 MiB parts, 3 uploading at once on their own threads, so about 32 MiB of buffers).
     :return: ``{"uri", "sha256", "size", "content_type", "prediction_id", "source_url", "uploaded"}``, where
         ``source_url`` has no query string and ``uploaded`` is ``False`` when the object was already there.
     """
