@@ -219,16 +219,25 @@ def succeeded_prediction(emulator: Any) -> str:
 def run_child(mode: str, args: list[str], env: dict[str, str], ballast: Path | None = None) -> dict[str, Any]:
     """Run one transfer in a fresh process; ``ballast``, a file deleted just as the transfer starts, if given."""
     command = [sys.executable, __file__, "--child", mode, *args]
-    with subprocess.Popen(
-        command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    ) as process:
+    # stderr to a file: a child that logs more than a pipe holds before it is ready would otherwise block.
+    with (
+        tempfile.TemporaryFile("w+") as errors,
+        subprocess.Popen(
+            command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors, text=True
+        ) as process,
+    ):
         assert process.stdin is not None and process.stdout is not None
-        if process.stdout.readline().strip() == READY and ballast is not None:
-            ballast.unlink()
+        for line in iter(process.stdout.readline, ""):
+            if line.strip() == READY:
+                if ballast is not None:
+                    ballast.unlink()
+                break
         with contextlib.suppress(BrokenPipeError):
             process.stdin.write("go\n")
             process.stdin.flush()
-        stdout, stderr = process.communicate(timeout=3600)
+        stdout, _ = process.communicate(timeout=3600)
+        errors.seek(0)
+        stderr = errors.read()
     if process.returncode != 0:
         print(f"  {mode} failed:\n{stderr[-4000:]}", file=sys.stderr, flush=True)
         return {"mode": mode, "error": " ".join((stderr or stdout).strip().splitlines()[-1:]) or "failed"}
