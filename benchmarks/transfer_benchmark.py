@@ -11,6 +11,8 @@ then runs each transfer in a fresh Python subprocess so that its peak RSS (``ru_
 * ``cp-local``: a plain ``cp`` of the local file into the same directory (the goal: within 1.25x).
 * ``download-only``: the output URL streamed (1 MiB chunks) and hashed in line, stored nowhere: the cost of
   receiving and hashing one after the other (the operator hashes on a thread of its own, alongside the write).
+* ``receive-only``: the output URL streamed and dropped, neither hashed nor stored: what receiving over loopback
+  HTTP alone costs, the floor under any transfer from the API.
 
 Each child sets up (imports, clients) before it reports ready; the clocks start at the parent's go. A
 local-disk run's go comes as a ballast file of the same size is deleted, so that every mode writes into
@@ -45,7 +47,7 @@ CONN_ID = "bench_s3"
 REGION = "us-east-1"
 KEY_ID = "bench"
 SECRET = "bench-secret"
-MODES = ("operator-s3", "boto3-s3", "naive-s3", "operator-local", "cp-local", "download-only")
+MODES = ("operator-s3", "boto3-s3", "naive-s3", "operator-local", "cp-local", "download-only", "receive-only")
 READY = "ready"
 _UNITS = {"": 1, "B": 1, "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3, "KB": 1000, "MB": 1000**2, "GB": 1000**3}
 
@@ -121,7 +123,7 @@ def child(mode: str, url: str, endpoint: str, bucket: str, block_size: int | Non
         baseline = max_rss_bytes()
         start, cpu = ready_then_start()
         size = int(op.execute({"outlet_events": OutletEventAccessors()})["size"])
-    elif mode == "download-only":
+    elif mode in ("download-only", "receive-only"):
         import hashlib
 
         import requests
@@ -130,7 +132,8 @@ def child(mode: str, url: str, endpoint: str, bucket: str, block_size: int | Non
         digest, size = hashlib.sha256(), 0
         with requests.get(url, stream=True, timeout=600) as response:
             for chunk in response.iter_content(chunk_size=1024 * 1024):
-                digest.update(chunk)
+                if mode == "download-only":
+                    digest.update(chunk)
                 size += len(chunk)
     elif mode == "cp-local":
         os.makedirs(f"{out}/cp", exist_ok=True)
@@ -375,7 +378,7 @@ def run(
                         results[mode].append(result)
                         if "error" not in result:
                             print(f"    {describe(result)}", file=sys.stderr, flush=True)
-                        if "error" in result or mode == "download-only":
+                        if "error" in result or mode in ("download-only", "receive-only"):
                             continue
                         if mode.endswith("-s3"):
                             key = f"operator/{name}" if mode == "operator-s3" else f"{mode.split('-')[0]}/video.mp4"
